@@ -1,0 +1,5 @@
+"""Allow ``python -m peernet``."""
+
+from peernet.cli import main
+
+main()

@@ -1,0 +1,180 @@
+"""The six decentralized optimizers of DESIGN.md §1, each written once over flat tensors.
+
+A rule never talks to the network or to other nodes directly: it receives a *gossip* callable from its
+caller, hands it the named tensors it wants mixed, and gets back ``mix(v)_i = Σ_j W_ij v_j`` for each.
+The simulator passes a gossip that mixes node-stacked ``(N, P)`` tensors with one matmul; the daemon
+passes one that sends the tensors to the node's neighbours, waits for theirs and mixes them. All
+arithmetic below is elementwise, so the same code works on ``(P,)`` and ``(N, P)`` tensors, and any
+difference between simulator and daemon can only come from the transport.
+
+State is a plain ``dict[str, Tensor]`` (momentum, tracker, ...) that the rule updates in place; every
+entry starts at zero (DESIGN.md: zero initialisation keeps the tracking invariant exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from peernet.errors import AlgorithmError
+
+Tensor = torch.Tensor
+Gossip = Callable[..., dict[str, Tensor]]
+"""``gossip(x=..., d=...)`` returns ``{"x": mix(x), "d": mix(d)}`` for the tensors it was given."""
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """Step size η, momentum β and coupled weight decay λ (g ← g + λx)."""
+
+    lr: float
+    beta: float = 0.9
+    weight_decay: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise AlgorithmError(f"step size must be > 0, got {self.lr}")
+        if not 0 <= self.beta < 1:
+            raise AlgorithmError(f"momentum beta must be in [0, 1), got {self.beta}")
+        if self.weight_decay < 0:
+            raise AlgorithmError(f"weight decay must be >= 0, got {self.weight_decay}")
+
+
+class Algorithm:
+    """One decentralized optimizer: its state names, the tensors it gossips, and one round's update."""
+
+    name: str = ""
+    state_names: tuple[str, ...] = ()
+    sent: tuple[str, ...] = ()
+    #: Tracking methods keep a tracker that changes only by edge flows (DESIGN.md §3).
+    tracks: bool = False
+
+    def init_state(self, x: Tensor) -> dict[str, Tensor]:
+        """Zero state shaped like ``x`` (which may be node-stacked)."""
+        return {k: torch.zeros_like(x) for k in self.state_names}
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        """Run one round and return the new parameters. ``grad`` excludes weight decay."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _decayed(x: Tensor, grad: Tensor, hp: HyperParams) -> Tensor:
+        return grad + hp.weight_decay * x if hp.weight_decay else grad
+
+
+class DSGD(Algorithm):
+    """x ← mix(x − ηg)."""
+
+    name = "dsgd"
+    sent = ("x",)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        g = self._decayed(x, grad, hp)
+        return gossip(x=x - hp.lr * g)["x"]
+
+
+class DSGDm(Algorithm):
+    """u ← βu + g ; x ← mix(x − ηu)."""
+
+    name = "dsgdm"
+    state_names = ("u",)
+    sent = ("x",)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        g = self._decayed(x, grad, hp)
+        u = state["u"]
+        u.mul_(hp.beta).add_(g)
+        return gossip(x=x - hp.lr * u)["x"]
+
+
+class QGDSGDm(Algorithm):
+    """Quasi-global momentum (Lin et al. 2021): momentum built from the model's own displacement."""
+
+    name = "qg-dsgdm"
+    state_names = ("m",)
+    sent = ("x",)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        g = self._decayed(x, grad, hp)
+        m_hat = state["m"]
+        m = hp.beta * m_hat + g
+        x_new = gossip(x=x - hp.lr * m)["x"]
+        m_hat.mul_(hp.beta).add_((1 - hp.beta) / hp.lr * (x - x_new))
+        return x_new
+
+
+class DecentLaM(Algorithm):
+    """DecentLaM (Yuan et al. 2021): momentum over the gossip-corrected gradient."""
+
+    name = "decentlam"
+    state_names = ("m",)
+    sent = ("x",)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        g = self._decayed(x, grad, hp)
+        z_mixed = gossip(x=x - hp.lr * g)["x"]
+        g_hat = (x - z_mixed) / hp.lr
+        m = state["m"]
+        m.mul_(hp.beta).add_(g_hat)
+        return x - hp.lr * m
+
+
+class MomentumTracking(Algorithm):
+    """Momentum Tracking (Takezawa et al., TMLR 2023).
+
+    u ← βu + g ; send x and d = c − u ; x ← mix(x) − η(u − c) ; c ← mix(d) + u.
+    The descent uses the tracker from *before* this round, and mix(x) the x from before the descent,
+    as in the authors' reference implementation.
+    """
+
+    name = "momentum-tracking"
+    state_names = ("u", "c")
+    sent = ("x", "d")
+    tracks = True
+    #: Gradient Tracking is this rule with β forced to zero.
+    force_beta_zero = False
+
+    def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
+             gossip: Gossip) -> Tensor:
+        g = self._decayed(x, grad, hp)
+        u, c = state["u"], state["c"]
+        if self.force_beta_zero:
+            u.copy_(g)
+        else:
+            u.mul_(hp.beta).add_(g)
+        d = c - u
+        mixed = gossip(x=x, d=d)
+        x_new = mixed["x"] - hp.lr * (u - c)
+        # c ← mix(d) + u; written as in the paper so that mean(u − c) = mean(u) holds exactly.
+        c.copy_(mixed["d"] + u)
+        return x_new
+
+
+class GradientTracking(MomentumTracking):
+    """Gradient Tracking: Momentum Tracking with β = 0 (u = g)."""
+
+    name = "gradient-tracking"
+    force_beta_zero = True
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    cls.name: cls
+    for cls in (DSGD, DSGDm, QGDSGDm, DecentLaM, GradientTracking, MomentumTracking)
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """Instantiate an algorithm by its CLI name."""
+    try:
+        return ALGORITHMS[name]()
+    except KeyError:
+        raise AlgorithmError(
+            f"unknown algorithm {name!r}; choose one of: {', '.join(ALGORITHMS)}"
+        ) from None

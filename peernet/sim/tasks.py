@@ -1,0 +1,220 @@
+"""Training tasks over flat parameter vectors: per-node and node-batched losses, gradients and evaluation.
+
+A task hides the data and the model from the algorithms: it maps parameters ``(P,)`` or node-stacked
+``(N, P)`` to losses and gradients for a given round. Batches are a pure function of (seed, node,
+round), so the vectorised simulator, the per-node loop and the daemon all see the same samples, and a
+resumed run needs no saved RNG state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad_and_value, vmap
+from torch.nn import functional as F
+
+from peernet.config import RunSettings
+from peernet.data.quadratic import QuadraticProblem, make_quadratic
+from peernet.models import build_model
+from peernet.models.flat import ParamLayout
+from peernet.models.stacked import stacked_forward
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Task(Protocol):
+    """What the simulator and the daemon need from a training problem."""
+
+    nodes: int
+    dim: int
+    dtype: torch.dtype
+    rounds_per_epoch: int
+
+    def initial_params(self) -> torch.Tensor: ...
+
+    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]: ...
+
+    def evaluate(self, X: torch.Tensor) -> dict[str, Any]: ...
+
+
+class QuadraticTask:
+    """Heterogeneous least squares with exact gradients (``batch_size`` does not apply)."""
+
+    rounds_per_epoch = 1
+
+    def __init__(self, settings: RunSettings, nodes: int) -> None:
+        self.nodes = nodes
+        self.settings = settings
+        self.problem: QuadraticProblem = make_quadratic(
+            nodes, dim=settings.dim, heterogeneity=settings.heterogeneity,
+            weight_decay=settings.weight_decay, seed=settings.seed)
+        self.dim = self.problem.dim
+        self.dtype = _DTYPES[settings.param_dtype]
+
+    def initial_params(self) -> torch.Tensor:
+        return torch.zeros(self.dim, dtype=self.dtype)
+
+    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
+        losses, grads = self.problem.losses_and_grads(X)
+        return losses.to(self.dtype), grads.to(self.dtype)
+
+    def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
+        losses, grads = self.problem.losses_and_grads(x.unsqueeze(0), [node])
+        return float(losses[0]), grads[0].to(self.dtype)
+
+    def evaluate(self, X: torch.Tensor) -> dict[str, Any]:
+        losses, _ = self.problem.losses_and_grads(X)
+        mean_x = X.mean(dim=0, keepdim=True)
+        avg_loss, _ = self.problem.losses_and_grads(mean_x.expand_as(X))
+        return {
+            "distance_to_optimum": self.problem.distance_to_optimum(X),
+            "node_loss": [float(v) for v in losses],
+            "averaged_model_loss": float(avg_loss.mean()),
+        }
+
+
+@dataclass(frozen=True)
+class Shards:
+    """Each node's training indices into the dataset's training tensors."""
+
+    indices: tuple[np.ndarray, ...]
+    val_indices: np.ndarray
+
+
+class BatchSampler:
+    """Deterministic per-node mini-batches: epoch e of node i is a permutation seeded by (seed, i, e)."""
+
+    def __init__(self, shard: np.ndarray, batch_size: int, seed: int, node: int) -> None:
+        self.shard = shard
+        self.batch_size = batch_size
+        self.seed = seed
+        self.node = node
+        # A shard smaller than one batch wraps around so every node draws equal-sized batches.
+        self.batches_per_epoch = max(1, len(shard) // batch_size)
+        self._epoch = -1
+        self._perm = shard
+
+    def batch(self, round_: int) -> np.ndarray:
+        epoch, j = divmod(round_, self.batches_per_epoch)
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, self.node, epoch, 0xBA7C])
+            self._perm = self.shard[rng.permutation(len(self.shard))]
+            self._epoch = epoch
+        pos = (j * self.batch_size + np.arange(self.batch_size)) % len(self._perm)
+        return self._perm[pos]
+
+
+class ImageTask:
+    """An image classifier trained on per-node shards of a labelled dataset."""
+
+    def __init__(self, settings: RunSettings, nodes: int) -> None:
+        from peernet.data.datasets import load_dataset
+        from peernet.data.partition import partition, validation_split
+
+        self.settings = settings
+        self.nodes = nodes
+        self.dtype = _DTYPES[settings.param_dtype]
+        data = load_dataset(settings.dataset, settings.data_dir)
+        self.data = data
+        labels = data.train_y.numpy()
+        train_idx, val_idx = validation_split(labels, settings.val_fraction, settings.seed)
+        parts = partition(labels[train_idx], nodes, settings.partition, seed=settings.seed,
+                          classes_per_node=settings.classes_per_node, alpha=settings.alpha,
+                          num_classes=data.num_classes)
+        self.shards = Shards(tuple(train_idx[p] for p in parts), val_idx)
+        self.samplers = [BatchSampler(s, settings.batch_size, settings.seed, i)
+                         for i, s in enumerate(self.shards.indices)]
+        mean_shard = int(np.mean([len(s) for s in self.shards.indices]))
+        self.rounds_per_epoch = max(1, mean_shard // settings.batch_size)
+        torch.manual_seed(settings.seed)
+        self.model = build_model(settings.model, data.input_shape, data.num_classes).to(self.dtype)
+        self.layout = ParamLayout.of(self.model)
+        self.dim = self.layout.numel
+        self.train_x = data.train_x.to(self.dtype)
+        self._init = self.layout.flatten(self.model)
+
+        def loss_fn(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            out = functional_call(self.model, params, (xb,))
+            return torch.nn.functional.cross_entropy(out, yb)
+
+        self._loss_fn = loss_fn
+        self._stacked = stacked_forward(self.model)
+        self._vmapped = vmap(grad_and_value(loss_fn))
+
+    def initial_params(self) -> torch.Tensor:
+        return self._init.clone()
+
+    def _node_batch(self, node: int, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(self.samplers[node].batch(round_))
+        return self.train_x[idx], self.data.train_y[idx]
+
+    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(np.stack([s.batch(round_) for s in self.samplers]))
+        xb, yb = self.train_x[idx], self.data.train_y[idx]
+        if self._stacked is None:
+            grads, losses = self._vmapped(self.layout.unflatten(X), xb, yb)
+            return losses.detach(), self.layout.grads_to_flat(grads, (X.shape[0],))
+        leaf = X.detach().clone().requires_grad_(True)
+        logits = self._stacked(self.layout.unflatten(leaf), xb)
+        n, b = yb.shape
+        per_sample = F.cross_entropy(logits.reshape(n * b, -1), yb.reshape(-1), reduction="none")
+        losses = per_sample.reshape(n, b).mean(1)
+        # Node i's loss depends only on row i, so one backward of the sum yields every node's own gradient.
+        (flat_grad,) = torch.autograd.grad(losses.sum(), leaf)
+        return losses.detach(), flat_grad
+
+    def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
+        xb, yb = self._node_batch(node, round_)
+        params = {k: v.detach().requires_grad_(True) for k, v in self.layout.unflatten(x.clone()).items()}
+        loss = self._loss_fn(params, xb, yb)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        return float(loss), torch.cat([g.reshape(-1) for g in grads])
+
+    @torch.no_grad()
+    def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0,
+                 chunk: int = 2000) -> torch.Tensor:
+        """Accuracy of each parameter row of ``X (k, P)`` on the test or validation split."""
+        if split == "test":
+            xs, ys = self.data.test_x, self.data.test_y
+        else:
+            sel = torch.from_numpy(self.shards.val_indices)
+            xs, ys = self.data.train_x[sel], self.data.train_y[sel]
+        if limit:
+            xs, ys = xs[:limit], ys[:limit]
+        if len(ys) == 0:
+            return torch.full((X.shape[0],), float("nan"))
+        xs = xs.to(self.dtype)
+        params = self.layout.unflatten(X)
+        forward = vmap(lambda p, xb: functional_call(self.model, p, (xb,)), in_dims=(0, None))
+        correct = torch.zeros(X.shape[0])
+        for start in range(0, len(ys), chunk):
+            logits = forward(params, xs[start:start + chunk])
+            correct += (logits.argmax(dim=-1) == ys[start:start + chunk]).sum(dim=-1).float()
+        return correct / len(ys)
+
+    def evaluate(self, X: torch.Tensor) -> dict[str, Any]:
+        limit = self.settings.eval_samples
+        stacked = torch.cat([X, X.mean(dim=0, keepdim=True)])
+        acc = self.accuracy(stacked, "test", limit)
+        out: dict[str, Any] = {
+            "node_test_accuracy": [float(a) for a in acc[:-1]],
+            "mean_test_accuracy": float(acc[:-1].mean()),
+            "averaged_model_test_accuracy": float(acc[-1]),
+        }
+        if len(self.shards.val_indices):
+            val = self.accuracy(stacked, "val", limit)
+            out["mean_val_accuracy"] = float(val[:-1].mean())
+            out["averaged_model_val_accuracy"] = float(val[-1])
+        return out
+
+
+def make_task(settings: RunSettings, nodes: int) -> QuadraticTask | ImageTask:
+    """The task for ``settings.dataset`` on ``nodes`` nodes."""
+    if settings.dataset == "quadratic":
+        return QuadraticTask(settings, nodes)
+    return ImageTask(settings, nodes)

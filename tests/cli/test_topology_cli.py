@@ -1,0 +1,75 @@
+"""Tests for ``peernet topology generate`` and ``peernet topology check`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from peernet.cli.topology_cmd import topology_group
+from peernet.core.topology import load_topology
+
+
+def test_generate_then_check(tmp_path: Path) -> None:
+    out = tmp_path / "ring.toml"
+    runner = CliRunner()
+    gen = runner.invoke(topology_group, ["generate", "ring", "--nodes", "8", "-o", str(out)])
+    assert gen.exit_code == 0, gen.output
+    assert gen.output.count("\n") == 1 and "ring-8" in gen.output and "0.1953" in gen.output
+    assert load_topology(out).n == 8
+
+    check = runner.invoke(topology_group, ["check", str(out)])
+    assert check.exit_code == 0, check.output
+    lines = dict(line.split(":", 1) for line in check.output.strip().splitlines())
+    assert {k: v.strip() for k, v in lines.items()} | {"fingerprint": ""} == {
+        "name": "ring-8",
+        "nodes": "8",
+        "edges": "8",
+        "weights": "metropolis-hastings",
+        "degree range": "2-2",
+        "diameter": "4",
+        "spectral gap": "0.1953",
+        "fingerprint": "",
+    }
+
+
+def test_check_json(tmp_path: Path) -> None:
+    out = tmp_path / "h.toml"
+    runner = CliRunner()
+    args = ["generate", "hypercube", "-n", "8", "--weights", "uniform", "-o", str(out)]
+    assert runner.invoke(topology_group, args).exit_code == 0
+    result = runner.invoke(topology_group, ["check", "--json", str(out)])
+    assert result.exit_code == 0
+    info = json.loads(result.output)
+    assert info["nodes"] == 8 and info["edges"] == 12 and info["degree_range"] == [3, 3]
+    assert info["weights"] == "uniform" and info["diameter"] == 3 and abs(info["spectral_gap"] - 0.5) < 1e-12
+    assert info["fingerprint"] == load_topology(out).fingerprint()
+
+
+def test_check_invalid_file_reports_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("edges = [[0, 1], [1, 9]]\n[[nodes]]\nid = 0\n[[nodes]]\nid = 1\n")
+    result = CliRunner().invoke(topology_group, ["check", str(bad)])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "edge [1, 9] names unknown node 9" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(topology_group, ["check", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2 and "file not found" in result.output
+
+
+def test_generate_rejects_bad_size_without_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "t.toml"
+    result = CliRunner().invoke(topology_group, ["generate", "torus", "-n", "7", "-o", str(out)])
+    assert result.exit_code == 2 and "error: torus: 7 nodes cannot be arranged" in result.output
+    assert not out.exists()
+
+
+def test_every_option_has_help() -> None:
+    for name, command in topology_group.commands.items():
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert getattr(param, "help", None), f"{name} {param.name} has no help"

@@ -8,7 +8,14 @@
      ├── DataError              dataset files missing or malformed; says how to get them
      ├── ModelError             unknown model or incompatible input shape
      ├── AlgorithmError         unknown algorithm or inconsistent optimizer state
-     └── SimulationError        the simulator cannot run the requested setting
+     ├── SimulationError        the simulator cannot run the requested setting
+     ├── WireError              a network message failed validation (dropped and counted, never fatal)
+     │    └── CodecError        frames that do not decode: truncated, wrong version, dtype, shape, size
+     ├── TransportError         sockets could not be set up or used
+     │    ├── PeerUnreachable   a neighbour cannot take a message now (HWM reached, not connected)
+     │    └── BootstrapUnavailable   the bootstrap did not answer after the configured retries
+     ├── BootstrapRejected      the bootstrap refused a registration (unknown id, duplicate, fingerprint)
+     └── CheckpointError        a checkpoint is missing, corrupt or from another run
 
 Every error carries a human-readable message; the CLI prints it and exits non-zero.
 """
@@ -57,3 +64,35 @@ class AlgorithmError(PeernetError):
 
 class SimulationError(PeernetError):
     """The simulator cannot run the requested setting."""
+
+
+class WireError(PeernetError):
+    """A message from the network is invalid; the receiver drops it, counts it and keeps running."""
+
+
+class CodecError(WireError):
+    """Frames that cannot be decoded into a valid message."""
+
+
+class TransportError(PeernetError):
+    """A socket could not be set up or used."""
+
+
+class PeerUnreachable(TransportError):
+    """A neighbour cannot take a message now (send queue full or no connection)."""
+
+
+class BootstrapUnavailable(TransportError):
+    """The bootstrap service did not answer after the configured retries."""
+
+
+class BootstrapRejected(PeernetError):
+    """The bootstrap refused a registration; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"bootstrap rejected registration: {reason}")
+
+
+class CheckpointError(PeernetError):
+    """A checkpoint is missing, corrupt or belongs to another run."""

@@ -173,7 +173,7 @@ class ImageTask:
         params = {k: v.detach().requires_grad_(True) for k, v in self.layout.unflatten(x.clone()).items()}
         loss = self._loss_fn(params, xb, yb)
         grads = torch.autograd.grad(loss, list(params.values()))
-        return float(loss), torch.cat([g.reshape(-1) for g in grads])
+        return float(loss.detach()), torch.cat([g.reshape(-1) for g in grads])
 
     @torch.no_grad()
     def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0,

@@ -1,0 +1,52 @@
+"""The bootstrap's own settings (``bootstrap.toml``) as a frozen dataclass that rejects unknown keys."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from peernet.config import from_mapping, read_toml
+from peernet.errors import ConfigError
+
+# tcp://host:port (port may be '*' or 0 to let the OS pick), ipc://path or inproc://name.
+_LISTEN = re.compile(r"(tcp://[^\s:]+:(\*|\d{1,5}))|((ipc|inproc)://\S+)")
+REGISTRY_FILE = "registry.sqlite3"
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """Where the bootstrap listens, which run it serves and where it keeps its registry."""
+
+    listen: str = field(default="tcp://127.0.0.1:5550", metadata={"help": "ZeroMQ bind address"})
+    run: str = field(default="run.toml", metadata={"help": "shared run settings file (its topology key names "
+                                                          "the topology)"})
+    state_dir: str = field(default="state/bootstrap", metadata={"help": "directory of registry.sqlite3"})
+    node_ttl: float = field(default=15.0, metadata={"help": "seconds without a heartbeat after which a node "
+                                                           "is no longer live"})
+    max_nodes: int = field(default=1024, metadata={"help": "bound on registrations"})
+
+    def __post_init__(self) -> None:
+        if not _LISTEN.fullmatch(self.listen):
+            raise ConfigError(f"expected an address like 'tcp://127.0.0.1:5550' (port '*' or 0 picks a free "
+                              f"port), got {self.listen!r}", key="listen")
+        if not self.node_ttl > 0:
+            raise ConfigError(f"must be > 0, got {self.node_ttl}", key="node_ttl")
+        if self.max_nodes < 1:
+            raise ConfigError(f"must be >= 1, got {self.max_nodes}", key="max_nodes")
+
+    @property
+    def registry_path(self) -> Path:
+        return Path(self.state_dir) / REGISTRY_FILE
+
+
+def load_bootstrap_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BootstrapConfig:
+    """Read ``bootstrap.toml``; ``run`` and ``state_dir`` are relative to the file, not to the caller's cwd."""
+    data = read_toml(path)
+    merged = {**data, **(overrides or {})}
+    config = from_mapping(BootstrapConfig, merged, source=str(path))
+    base = Path(path).parent
+    paths = {key: str(base / getattr(config, key)) for key in ("run", "state_dir")
+             if not Path(getattr(config, key)).is_absolute()}
+    return replace(config, **paths)

@@ -1,0 +1,232 @@
+"""ZeroMQ transport: one bound ROUTER for all inbound traffic, one DEALER per neighbour (zguide "Harmony")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import zmq
+
+from peernet.errors import TransportError
+
+_RECONNECT_IVL_MS = 100
+_RECONNECT_IVL_MAX_MS = 5000
+_HEARTBEAT_IVL_MS = 1000
+_HEARTBEAT_TIMEOUT_MS = 3000
+_HEARTBEAT_TTL_MS = 6000
+# A routing id longer than this is not an ASCII decimal node id we would ever assign.
+_MAX_ID_DIGITS = 10
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Our CURVE keypair and the public key of every peer we may dial (z85 bytes, as from ``zmq.curve_keypair``)."""
+
+    public: bytes
+    secret: bytes
+    peers: Mapping[int, bytes] = field(default_factory=dict)
+
+
+def encode_routing_id(node_id: int) -> bytes:
+    """Node id as ASCII decimal: never starts with 0x00, which libzmq reserves for generated ids."""
+    if node_id < 0:
+        raise TransportError(f"node id must be non-negative, got {node_id}")
+    return str(node_id).encode("ascii")
+
+
+def decode_routing_id(raw: bytes) -> int | None:
+    """Inverse of :func:`encode_routing_id`; None for anything not in canonical form (e.g. b"007", b"\\x00...")."""
+    if not 0 < len(raw) <= _MAX_ID_DIGITS or not raw.isdigit():
+        return None
+    if len(raw) > 1 and raw[0:1] == b"0":
+        return None
+    return int(raw)
+
+
+def _advertised(last_endpoint: str, advertise: str | None) -> str:
+    """Swap the host of ``tcp://host:port`` for ``advertise`` (a wildcard bind is not dialable)."""
+    if advertise is None:
+        return last_endpoint
+    scheme, sep, rest = last_endpoint.partition("://")
+    _, colon, port = rest.rpartition(":")
+    if not sep or not colon:
+        raise TransportError(f"cannot advertise host {advertise!r} for endpoint {last_endpoint!r}: no port")
+    host = f"[{advertise}]" if ":" in advertise and not advertise.startswith("[") else advertise
+    return f"{scheme}://{host}:{port}"
+
+
+class ZmqTransport:
+    """Moves opaque multipart frame lists between node ids; never blocks on send, never pickles.
+
+    Frames of 64 KiB or more are sent zero-copy (pyzmq's ``copy_threshold``): the caller must not modify
+    a sent buffer afterwards, since libzmq's I/O thread may still be reading it. Send a snapshot.
+
+    ``max_msg_size`` bounds the total payload of a delivered message. libzmq's ``MAXMSGSIZE`` applies per
+    frame, so a single oversized frame gets its peer disconnected there, while a message of many small
+    frames that adds up to more is dropped here and counted in ``stats["oversize"]``.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        bind: str = "tcp://127.0.0.1:*",
+        *,
+        advertise: str | None = None,
+        max_msg_size: int = -1,
+        sndhwm: int = 4,
+        rcvhwm: int = 4,
+        curve: CurveKeys | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self._identity = encode_routing_id(node_id)
+        self._max_msg_size = max_msg_size
+        self._sndhwm = sndhwm
+        self._rcvhwm = rcvhwm
+        self._curve = curve
+        self._own_context = context is None
+        self._ctx: zmq.Context = zmq.Context() if context is None else context
+        self._dealers: dict[int, tuple[str, zmq.Socket]] = {}
+        self._closed = False
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize"), 0
+        )
+        self._router: zmq.Socket = self._ctx.socket(zmq.ROUTER)
+        try:
+            self._configure_common(self._router)
+            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self._router.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
+            if curve is not None:
+                self._router.curve_server = True
+                self._router.curve_publickey = curve.public
+                self._router.curve_secretkey = curve.secret
+            self._router.bind(bind)
+            last = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint: str = _advertised(last, advertise)
+        except (zmq.ZMQError, TransportError) as exc:
+            self.close()
+            raise TransportError(f"node {node_id}: cannot bind ROUTER on {bind!r}: {exc}") from exc
+
+    def _configure_common(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._sndhwm)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, _HEARTBEAT_TTL_MS)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError(f"node {self.node_id}: transport is closed")
+
+    def connect(self, peer_id: int, endpoint: str) -> None:
+        """Dial ``peer_id`` at ``endpoint``; a changed endpoint replaces the old DEALER (queued messages dropped)."""
+        self._check_open()
+        current = self._dealers.get(peer_id)
+        if current is not None:
+            if current[0] == endpoint:
+                return
+            self.disconnect(peer_id)
+        sock = self._ctx.socket(zmq.DEALER)
+        try:
+            self._configure_common(sock)
+            sock.setsockopt(zmq.ROUTING_ID, self._identity)
+            # IMMEDIATE: no queueing onto a pipe that is not connected yet, so an absent peer means Again, not a backlog.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
+            if self._curve is not None:
+                server_key = self._curve.peers.get(peer_id)
+                if server_key is None:
+                    raise TransportError(f"node {self.node_id}: no CURVE public key for peer {peer_id}")
+                sock.curve_serverkey = server_key
+                sock.curve_publickey = self._curve.public
+                sock.curve_secretkey = self._curve.secret
+            sock.connect(endpoint)
+        except (zmq.ZMQError, TransportError) as exc:
+            sock.close(linger=0)
+            if isinstance(exc, TransportError):
+                raise
+            raise TransportError(f"node {self.node_id}: cannot connect to peer {peer_id} at {endpoint!r}: {exc}") from exc
+        self._dealers[peer_id] = (endpoint, sock)
+
+    def disconnect(self, peer_id: int) -> None:
+        """Close the DEALER to ``peer_id``, dropping anything still queued; unknown ids are ignored."""
+        entry = self._dealers.pop(peer_id, None)
+        if entry is not None:
+            entry[1].close(linger=0)
+
+    def connected(self) -> dict[int, str]:
+        """Peers we hold a DEALER for, with the endpoint each was dialled at."""
+        return {peer: ep for peer, (ep, _) in self._dealers.items()}
+
+    def send(self, peer_id: int, frames: Sequence[bytes | memoryview]) -> bool:
+        """Queue one multipart message; False (never blocking) if the peer is unknown, unconnected or full."""
+        self._check_open()
+        if not frames:
+            raise TransportError(f"node {self.node_id}: refusing to send an empty message to peer {peer_id}")
+        entry = self._dealers.get(peer_id)
+        if entry is None:
+            return False
+        try:
+            # libzmq checks the HWM on the first frame only, so a message is either queued whole or not at all.
+            entry[1].send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.stats["send_would_block"] += 1
+            return False
+        except zmq.ZMQError as exc:
+            raise TransportError(f"node {self.node_id}: send to peer {peer_id} failed: {exc}") from exc
+        self.stats["msgs_out"] += 1
+        self.stats["bytes_out"] += sum(memoryview(f).nbytes for f in frames)
+        return True
+
+    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+        """Wait up to ``timeout`` seconds for one valid message; returns (sender id, frames) or None."""
+        self._check_open()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            remaining_ms = max(0, round((deadline - time.monotonic()) * 1000))
+            if not self._router.poll(remaining_ms, zmq.POLLIN):
+                return None
+            try:
+                parts = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
+            sender = decode_routing_id(parts[0].bytes)
+            if sender is None:
+                self.stats["bad_identity"] += 1
+            else:
+                frames = [p.buffer for p in parts[1:]]
+                size = sum(f.nbytes for f in frames)
+                if 0 <= self._max_msg_size < size:
+                    self.stats["oversize"] += 1
+                else:
+                    self.stats["msgs_in"] += 1
+                    self.stats["bytes_in"] += size
+                    return sender, frames
+            if time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        """Close every socket with linger 0 (and our own context); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for peer in list(self._dealers):
+            self.disconnect(peer)
+        self._router.close(linger=0)
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> ZmqTransport:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ZmqTransport(node_id={self.node_id}, endpoint={self.endpoint!r}, peers={sorted(self._dealers)})"

@@ -165,6 +165,10 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, source: str | None = Non
             kwargs[key] = _coerce(value, hints[key], dotted)
         except ConfigError as exc:
             raise ConfigError(exc.reason, file=source, key=dotted) from None
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            dotted = f"{section}.{name}" if section else name
+            raise ConfigError("missing required key", file=source, key=dotted)
     try:
         return cls(**kwargs)
     except ConfigError as exc:

@@ -46,7 +46,5 @@ def load_bootstrap_config(path: str | Path, overrides: dict[str, Any] | None = N
     data = read_toml(path)
     merged = {**data, **(overrides or {})}
     config = from_mapping(BootstrapConfig, merged, source=str(path))
-    base = Path(path).parent
-    paths = {key: str(base / getattr(config, key)) for key in ("run", "state_dir")
-             if not Path(getattr(config, key)).is_absolute()}
-    return replace(config, **paths)
+    base = Path(path).parent  # joining an absolute path keeps it as is
+    return replace(config, run=str(base / config.run), state_dir=str(base / config.state_dir))

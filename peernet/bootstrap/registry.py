@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +56,7 @@ class Registry:
     """
 
     def __init__(self, path: str | Path, topology: Topology, fingerprint: str, *, node_ttl: float = 15.0,
-                 max_nodes: int = 1024) -> None:
+                 max_nodes: int = 1024, fresh: bool = False) -> None:
         self.path = Path(path)
         self.topology = topology
         self.fingerprint = fingerprint
@@ -63,19 +65,27 @@ class Registry:
         self._ids = frozenset(topology.ids)
         self._keys = {spec.id: spec.public_key for spec in topology.nodes}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The service opens the registry in one thread and serves from another; only one uses it at a time.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = _acquire_lock(self.path.with_name(self.path.name + ".lock"))
+        if fresh:
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        try:
+            # The service opens the registry in one thread and serves from another; only one uses it at a time.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            os.close(self._lock)
+            raise ConfigError(f"cannot open the registry: {exc}", file=str(self.path)) from None
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._check_meta()
         except sqlite3.DatabaseError as exc:
-            self._db.close()
+            self.close()
             raise ConfigError(f"not a usable registry ({exc}); remove it or start the bootstrap with --fresh",
                               file=str(self.path)) from None
         except ConfigError:
-            self._db.close()
+            self.close()
             raise
 
     def _check_meta(self) -> None:
@@ -106,6 +116,9 @@ class Registry:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = -1
 
     # -- queries ------------------------------------------------------------------------------------------
 
@@ -238,6 +251,18 @@ class Registry:
         with self._tx():
             self._db.execute("UPDATE nodes SET left = 1, last_seen = ? WHERE id = ?", (now, node_id))
         return True
+
+
+def _acquire_lock(path: Path) -> int:
+    """Hold an exclusive flock so two bootstraps never share (or --fresh wipes) one registry."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError("another bootstrap is using this registry; stop it first or give this one another "
+                          "state_dir", file=str(path.with_suffix(""))) from None
+    return fd
 
 
 def _show_ids(ids: list[int], limit: int = 8) -> str:

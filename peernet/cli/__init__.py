@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from peernet import __version__
+from peernet.cli.bootstrap_cmd import bootstrap, status
 from peernet.cli.data_cmd import data_group
+from peernet.cli.local_cmd import local
+from peernet.cli.node_cmd import node
 from peernet.cli.simulate_cmd import simulate
 from peernet.cli.topology_cmd import topology_group
 
@@ -22,3 +25,7 @@ def main() -> None:
 main.add_command(topology_group)
 main.add_command(data_group)
 main.add_command(simulate)
+main.add_command(local)
+main.add_command(node)
+main.add_command(bootstrap)
+main.add_command(status)

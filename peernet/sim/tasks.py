@@ -135,7 +135,9 @@ class ImageTask:
         self.model = build_model(settings.model, data.input_shape, data.num_classes).to(self.dtype)
         self.layout = ParamLayout.of(self.model)
         self.dim = self.layout.numel
+        self.device = torch.device("cpu")
         self.train_x = data.train_x.to(self.dtype)
+        self.train_y = data.train_y
         self._init = self.layout.flatten(self.model)
 
         def loss_fn(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -147,15 +149,22 @@ class ImageTask:
         self._vmapped = vmap(grad_and_value(loss_fn))
 
     def initial_params(self) -> torch.Tensor:
-        return self._init.clone()
+        return self._init.clone().to(self.device)
+
+    def to_device(self, device: torch.device) -> None:
+        """Keep the model's data on ``device`` (a daemon on a GPU); parameters are passed in per call."""
+        self.device = device
+        self.model.to(device)
+        self.train_x = self.train_x.to(device)
+        self.train_y = self.data.train_y.to(device)
 
     def _node_batch(self, node: int, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(self.samplers[node].batch(round_))
-        return self.train_x[idx], self.data.train_y[idx]
+        idx = torch.from_numpy(self.samplers[node].batch(round_)).to(self.device)
+        return self.train_x[idx], self.train_y[idx]
 
     def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(np.stack([s.batch(round_) for s in self.samplers]))
-        xb, yb = self.train_x[idx], self.data.train_y[idx]
+        xb, yb = self.train_x[idx], self.train_y[idx]
         if self._stacked is None:
             grads, losses = self._vmapped(self.layout.unflatten(X), xb, yb)
             return losses.detach(), self.layout.grads_to_flat(grads, (X.shape[0],))
@@ -177,7 +186,7 @@ class ImageTask:
 
     @torch.no_grad()
     def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0,
-                 chunk: int = 2000) -> torch.Tensor:
+                 chunk: int = 250) -> torch.Tensor:
         """Accuracy of each parameter row of ``X (k, P)`` on the test or validation split."""
         if split == "test":
             xs, ys = self.data.test_x, self.data.test_y
@@ -186,16 +195,23 @@ class ImageTask:
             xs, ys = self.data.train_x[sel], self.data.train_y[sel]
         if limit:
             xs, ys = xs[:limit], ys[:limit]
+        xs, ys = xs.to(self.device), ys.to(self.device)
         if len(ys) == 0:
             return torch.full((X.shape[0],), float("nan"))
         xs = xs.to(self.dtype)
         params = self.layout.unflatten(X)
-        forward = vmap(lambda p, xb: functional_call(self.model, p, (xb,)), in_dims=(0, None))
-        correct = torch.zeros(X.shape[0])
+        k = X.shape[0]
+        stacked = self._stacked
+        if stacked is not None:
+            def forward(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+                return stacked(p, xb.unsqueeze(0).expand(k, *xb.shape))
+        else:
+            forward = vmap(lambda p, xb: functional_call(self.model, p, (xb,)), in_dims=(0, None))
+        correct = torch.zeros(k, device=self.device)
         for start in range(0, len(ys), chunk):
             logits = forward(params, xs[start:start + chunk])
             correct += (logits.argmax(dim=-1) == ys[start:start + chunk]).sum(dim=-1).float()
-        return correct / len(ys)
+        return (correct / len(ys)).cpu()
 
     def evaluate(self, X: torch.Tensor) -> dict[str, Any]:
         limit = self.settings.eval_samples

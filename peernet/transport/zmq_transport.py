@@ -133,7 +133,7 @@ class ZmqTransport:
         try:
             self._configure_common(sock)
             sock.setsockopt(zmq.ROUTING_ID, self._identity)
-            # IMMEDIATE: no queueing onto a pipe that is not connected yet, so an absent peer means Again, not a backlog.
+            # IMMEDIATE: no queueing onto a pipe not yet connected, so an absent peer means Again, not a backlog.
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
@@ -149,7 +149,8 @@ class ZmqTransport:
             sock.close(linger=0)
             if isinstance(exc, TransportError):
                 raise
-            raise TransportError(f"node {self.node_id}: cannot connect to peer {peer_id} at {endpoint!r}: {exc}") from exc
+            where = f"peer {peer_id} at {endpoint!r}"
+            raise TransportError(f"node {self.node_id}: cannot connect to {where}: {exc}") from exc
         self._dealers[peer_id] = (endpoint, sock)
 
     def disconnect(self, peer_id: int) -> None:

@@ -1,0 +1,157 @@
+"""``peernet bootstrap`` runs the rendezvous service; ``peernet status`` shows the run's nodes from it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import click
+
+from peernet.cli.common import reports_errors
+from peernet.errors import PeernetError
+
+
+@click.command("bootstrap")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="bootstrap.toml: listen, run, state_dir, node_ttl, max_nodes")
+@click.option("--listen", default=None, help="bind address, overriding the file's (port '*' or 0: any free port)")
+@click.option("--fresh", is_flag=True, help="discard the registry in state_dir and start a new run")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
+@reports_errors
+def bootstrap(config_path: str, listen: str | None, fresh: bool, log_level: str) -> None:
+    """Run the bootstrap service in the foreground until SIGTERM or Ctrl-C.
+
+    Nodes register with it, wait until every node of the topology is there, then learn each other's
+    endpoints; it is not in the data path, so training goes on if it stops. Prints
+    'bootstrap listening on ADDRESS' on stderr once bound.
+    """
+    logger = logging.getLogger("peernet.bootstrap")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    # The handler lives only as long as the command, so embedding or testing it leaves logging as it was.
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
+    try:
+        _serve(config_path, listen, fresh)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
+def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
+    from peernet.bootstrap.config import load_bootstrap_config
+    from peernet.bootstrap.service import BootstrapService
+
+    config = load_bootstrap_config(config_path, {"listen": listen} if listen else None)
+    service = BootstrapService(config, fresh=fresh)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        click.echo(f"bootstrap listening on {service.endpoint}", err=True)
+        service.serve_forever(stop)
+    finally:
+        for sig, old in previous.items():
+            if old is not None:  # None: installed outside Python, which cannot be restored from here
+                signal.signal(sig, old)
+        service.close()
+    logging.getLogger("peernet.bootstrap").info("stopped")
+
+
+@click.command("status")
+@click.option("--bootstrap", "address", required=True, help="bootstrap address, e.g. tcp://10.0.0.1:5550")
+@click.option("--json", "as_json", is_flag=True, help="print the bootstrap's status reply as one JSON object")
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="refresh every SECONDS until Ctrl-C")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
+              help="seconds to wait for each of the 2 tries")
+@reports_errors
+def status(address: str, as_json: bool, watch: float | None, timeout: float) -> None:
+    """Show every node of the run: state, round, loss, accuracy, last heartbeat and traffic.
+
+    Exits 2 with a message when the bootstrap does not answer (unless --watch, which keeps trying).
+    """
+    from peernet.bootstrap.client import BootstrapClient
+
+    with BootstrapClient(address, timeout=timeout, retries=2) as client:
+        if watch is None:
+            _show(client.status(), as_json)
+            return
+        try:
+            while True:
+                try:
+                    reply = client.status()
+                except PeernetError as exc:
+                    click.echo(f"error: {exc}", err=True)
+                else:
+                    if not as_json:
+                        click.clear()
+                    _show(reply, as_json)
+                time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+
+
+def _show(reply: dict[str, Any], as_json: bool) -> None:
+    if not reply.get("ok"):
+        raise PeernetError(f"bootstrap refused the status request: {reply.get('reason')}")
+    if as_json:
+        click.echo(json.dumps(reply, default=str))
+        return
+    click.echo(format_status(reply))
+
+
+def format_status(reply: dict[str, Any]) -> str:
+    """The status reply as a table for humans, with a one-line summary on top."""
+    nodes = reply.get("nodes", [])
+    live = sum(1 for n in nodes if n.get("live"))
+    head = (f"run {'started' if reply.get('started') else 'not started'}: {live}/{reply.get('expected', len(nodes))} "
+            f"nodes live")
+    bad = reply.get("bad_requests")
+    if bad:
+        head += f", {bad} bad requests"
+    rows = [("node", "state", "round", "loss", "accuracy", "last seen", "sent", "received")]
+    for n in nodes:
+        state = str(n.get("state"))
+        if n.get("left"):
+            state = f"left ({state})"
+        elif not n.get("live") and state != "unregistered":
+            state = f"silent ({state})"
+        age = n.get("last_seen_age")
+        rows.append((str(n.get("id")), state, _text(n.get("round")), _num(n.get("loss")), _num(n.get("accuracy")),
+                     "-" if age is None else f"{age:.1f}s ago", human_bytes(n.get("bytes_out")),
+                     human_bytes(n.get("bytes_in"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join([head, *lines])
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def human_bytes(value: Any) -> str:
+    """1536 -> '1.5 KiB'; missing values show as '-'."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"  # unreachable: the loop returns at TiB
+

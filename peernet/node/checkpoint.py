@@ -1,0 +1,103 @@
+"""Atomic checkpoints: temp file, fsync, rename, fsync of the directory; loaded with weights_only=True.
+
+A kill -9 at any instant leaves either the previous checkpoint or the new one, never a torn file,
+because the rename is the only step that makes a new checkpoint visible. Loading uses
+``torch.load(weights_only=True)``, which accepts tensors and plain containers only (no code objects),
+and a checkpoint from another run or node is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peernet.errors import CheckpointError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue bit-exactly: batches are a function of (seed, node, round)."""
+
+    node_id: int
+    run: str
+    round: int
+    params: torch.Tensor
+    state: dict[str, torch.Tensor]
+    extra: dict[str, Any]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``directory/checkpoint.pt`` atomically and return its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CHECKPOINT_NAME
+    payload = {
+        "format": FORMAT_VERSION,
+        "node_id": ckpt.node_id,
+        "run": ckpt.run,
+        "round": ckpt.round,
+        "params": ckpt.params.detach().cpu().clone(),
+        "state": {k: v.detach().cpu().clone() for k, v in ckpt.state.items()},
+        "extra": ckpt.extra,
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+        _fsync_dir(directory)
+    except BaseException:
+        # A failed or interrupted write must not leave temp files to accumulate.
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_checkpoint(directory: str | Path, *, node_id: int, run: str) -> Checkpoint | None:
+    """Load the node's latest checkpoint, or None when there is none.
+
+    Raises CheckpointError when the file is unreadable or belongs to another node or run.
+    """
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a peernet checkpoint of format {FORMAT_VERSION}")
+    if payload.get("node_id") != node_id:
+        raise CheckpointError(f"{path}: belongs to node {payload.get('node_id')}, not node {node_id}")
+    if payload.get("run") != run:
+        raise CheckpointError(f"{path}: belongs to run {payload.get('run')}, this run is {run}; "
+                              "start with --fresh or use another state_dir")
+    return Checkpoint(node_id=node_id, run=run, round=int(payload["round"]), params=payload["params"],
+                      state=dict(payload["state"]), extra=dict(payload.get("extra", {})))
+
+
+def clear_stale_temp_files(directory: str | Path) -> int:
+    """Remove temp files left by a write that was killed; returns how many were removed."""
+    removed = 0
+    for tmp in Path(directory).glob(".checkpoint-*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

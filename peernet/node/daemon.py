@@ -1,0 +1,199 @@
+"""The node daemon: register, wait for the start signal, train round by round with its neighbours, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from peernet.bootstrap.client import BootstrapClient, new_incarnation
+from peernet.bootstrap.registry import run_fingerprint
+from peernet.config import RunSettings, load_run_settings, resolve_topology
+from peernet.core.algorithms import HyperParams, get_algorithm
+from peernet.errors import ConfigError
+from peernet.metrics.jsonl import MetricsWriter
+from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
+from peernet.node.config import NodeConfig
+from peernet.node.exchange import Exchange, RoundAbandoned
+from peernet.node.heartbeat import Heartbeat
+from peernet.sim.run import eval_interval, total_rounds
+from peernet.sim.tasks import ImageTask, QuadraticTask, make_task
+from peernet.transport.zmq_transport import ZmqTransport
+from peernet.wire.messages import TensorSpec
+
+log = logging.getLogger("peernet.node")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available", key="device")
+    return torch.device(name)
+
+
+class NodeDaemon:
+    """One node of a run. ``run()`` returns when training is finished or the node was told to stop."""
+
+    def __init__(self, cfg: NodeConfig, *, fresh: bool = False) -> None:
+        self.cfg = cfg
+        self.fresh = fresh
+        self.settings: RunSettings = load_run_settings(cfg.run)
+        self.topology = resolve_topology(self.settings)
+        if cfg.id not in self.topology.ids:
+            raise ConfigError(f"node {cfg.id} is not in the topology ({self.topology.name or self.settings.topology}, "
+                              f"ids {list(self.topology.ids)})", key="id")
+        self.index = self.topology.index_of(cfg.id)
+        self.neighbours = {j: self.topology.weight(cfg.id, j) for j in self.topology.neighbours(cfg.id)}
+        self.fingerprint = run_fingerprint(self.settings, self.topology)
+        self.state_dir = Path(cfg.state_dir)
+        self.stop_event = threading.Event()
+        self.device = resolve_device(cfg.device)
+
+    # -- signals ---------------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s: finishing cleanly (checkpoint, then exit)", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- main ------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        torch.set_num_threads(self.cfg.threads)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        clear_stale_temp_files(self.state_dir)
+        task = make_task(self.settings, self.topology.n)
+        if isinstance(task, ImageTask):
+            task.to_device(self.device)
+        algorithm = get_algorithm(self.settings.algorithm)
+        hp = HyperParams(lr=self.settings.step_size, beta=self.settings.beta, weight_decay=self.settings.weight_decay)
+        rounds = total_rounds(self.settings, task.rounds_per_epoch)
+        every = eval_interval(self.settings, rounds)
+
+        dtype = task.dtype
+        x = task.initial_params().to(self.device)
+        state = algorithm.init_state(x)
+        start_round = 0
+        ckpt = None if self.fresh else load_checkpoint(self.state_dir, node_id=self.cfg.id, run=self.fingerprint)
+        if ckpt is not None:
+            x = ckpt.params.to(self.device, dtype)
+            state = {k: v.to(self.device, dtype) for k, v in ckpt.state.items()}
+            start_round = ckpt.round
+            log.info("resuming from checkpoint at round %d", start_round)
+
+        dtype_name = "float64" if dtype == torch.float64 else "float32"
+        layout = {name: TensorSpec(name, dtype_name, (task.dim,)) for name in algorithm.sent}
+        payload = sum(s.nbytes for s in layout.values())
+        transport = ZmqTransport(self.cfg.id, bind=self.cfg.listen, advertise=self.cfg.advertise,
+                                 max_msg_size=2 * payload + (1 << 20))
+        client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
+                                 retries=self.cfg.bootstrap_retries)
+        incarnation = new_incarnation()
+        exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout,
+                            round_timeout=self.cfg.round_timeout, should_stop=self.stop_event.is_set)
+        heartbeat: Heartbeat | None = None
+        metrics = MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh)
+        summary: dict[str, Any] = {"node": self.cfg.id, "rounds": rounds, "resumed_from": start_round}
+        last_eval: dict[str, Any] = {}
+        r = start_round
+        try:
+            log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, transport.endpoint,
+                     self.cfg.bootstrap)
+            client.register(self.cfg.id, transport.endpoint, fingerprint=self.fingerprint, incarnation=incarnation)
+            table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout)
+            for j in self.neighbours:
+                transport.connect(j, table[j]["endpoint"])
+            heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event)
+            heartbeat.start()
+            exchange.hello(start_round, transport.endpoint)
+            log.info("started: %d rounds, neighbours %s, device %s", rounds, sorted(self.neighbours), self.device)
+            metrics.write({"event": "start", "round": start_round, "time": time.time(), "incarnation": incarnation})
+            while r < rounds and not self.stop_event.is_set():
+                for j, endpoint in heartbeat.take_endpoint_updates().items():
+                    if j in self.neighbours:
+                        transport.connect(j, endpoint)
+                snapshot = (x.clone(), {k: v.clone() for k, v in state.items()})
+                t0 = time.perf_counter()
+                loss, grad = task.node_loss_grad(self.index, x, r)
+                compute = time.perf_counter() - t0
+                wait0, mix0 = exchange.wait_seconds, exchange.mix_seconds
+                try:
+                    x = algorithm.step(x, state, grad, hp, exchange.gossip_for(r))
+                except RoundAbandoned:
+                    x, state = snapshot
+                    log.info("round %d abandoned on request", r)
+                    break
+                r += 1
+                stats = transport.stats
+                metrics.write({"event": "round", "round": r, "loss": loss, "compute_s": compute,
+                               "wait_s": exchange.wait_seconds - wait0, "mix_s": exchange.mix_seconds - mix0,
+                               "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
+                if not math.isfinite(loss):
+                    log.error("loss is %s at round %d: training diverged", loss, r)
+                heartbeat.update(round=r, state="training", loss=loss, **_counters(stats))
+                if r % every == 0 or r == rounds:
+                    last_eval = self._evaluate(task, x, snapshot[0], exchange, r)
+                    metrics.write(last_eval)
+                    heartbeat.update(accuracy=last_eval.get("test_accuracy"))
+                    log.info("round %d/%d loss %.4f %s", r, rounds, loss, _fmt(last_eval))
+                if self.cfg.checkpoint_every and r % self.cfg.checkpoint_every == 0:
+                    self._checkpoint(r, x, state)
+            self._checkpoint(r, x, state)
+            finished = r >= rounds
+            if finished:
+                exchange.goodbye(r, grace=self.cfg.round_timeout)
+            summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
+                            **{k: v for k, v in last_eval.items() if k != "event"}, **_counters(transport.stats)})
+            (self.state_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            metrics.write({"event": "exit", "round": r, "finished": finished, "dropped": dict(exchange.dropped),
+                           "time": time.time()})
+            if heartbeat is not None:
+                heartbeat.update(round=r, state="done" if finished else "stopped")
+                heartbeat.flush()
+            return summary
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            try:
+                client.leave(self.cfg.id, incarnation)
+            except Exception as exc:  # the bootstrap may be gone; leaving is a courtesy
+                log.debug("leave failed: %s", exc)
+            client.close()
+            transport.close()
+            metrics.close()
+
+    def _checkpoint(self, round_: int, x: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        save_checkpoint(self.state_dir, Checkpoint(node_id=self.cfg.id, run=self.fingerprint, round=round_,
+                                                   params=x, state=state, extra={"time": time.time()}))
+
+    def _evaluate(self, task: QuadraticTask | ImageTask, x: torch.Tensor, x_before: torch.Tensor,
+                  exchange: Exchange, round_: int) -> dict[str, Any]:
+        record: dict[str, Any] = {"event": "eval", "round": round_, "epoch": round_ / task.rounds_per_epoch}
+        if isinstance(task, ImageTask):
+            record["test_accuracy"] = float(task.accuracy(x.unsqueeze(0), "test", self.settings.eval_samples)[0])
+        else:
+            record["distance_to_optimum"] = task.problem.distance_to_optimum(x.unsqueeze(0).cpu())
+        # Distance to the neighbours' models of this round, all taken before the round's update.
+        if exchange.neighbour_x:
+            mine = x_before.cpu()
+            dists = [float(((mine - xj) ** 2).sum()) for xj in exchange.neighbour_x.values()]
+            record["consensus_distance"] = sum(dists) / len(dists)
+        return record
+
+
+def _counters(stats: dict[str, int]) -> dict[str, int]:
+    return {"bytes_out": stats.get("bytes_out", 0), "bytes_in": stats.get("bytes_in", 0)}
+
+
+def _fmt(ev: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in ev.items() if isinstance(v, float) and k != "epoch")

@@ -1,0 +1,94 @@
+"""Background status reports to the bootstrap, off the training path.
+
+The bootstrap is not in the data path: its requests can take seconds to time out when it is down, so
+they run in their own thread with their own socket, and training never waits for them. The replies
+carry the current address table, from which a restarted neighbour's new endpoint is learnt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from peernet.bootstrap.client import BootstrapClient
+from peernet.errors import PeernetError
+from peernet.node.config import NodeConfig
+
+log = logging.getLogger("peernet.node")
+
+
+class Heartbeat:
+    """``update(**fields)`` from the training loop; a thread sends the latest fields every interval."""
+
+    def __init__(self, cfg: NodeConfig, incarnation: str, stop_event: threading.Event) -> None:
+        self.cfg = cfg
+        self.incarnation = incarnation
+        self._fields: dict[str, Any] = {"round": 0, "state": "training"}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._endpoints: dict[int, str] = {}
+        self._updates: dict[int, str] = {}
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{cfg.id}", daemon=True)
+        self._reachable = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self._fields.update(fields)
+
+    def take_endpoint_updates(self) -> dict[int, str]:
+        """Endpoints that changed since the last call (a neighbour restarted on a new port)."""
+        with self._lock:
+            out, self._updates = self._updates, {}
+        return out
+
+    def flush(self) -> None:
+        """Send the latest fields now (used at exit so the final state reaches the bootstrap)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        self._thread.join(timeout=self.cfg.bootstrap_timeout * self.cfg.bootstrap_retries + 2)
+
+    def _loop(self) -> None:
+        client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
+                                 retries=self.cfg.bootstrap_retries)
+        try:
+            while True:
+                self._send(client)
+                if self._done.is_set():
+                    return
+                self._wake.wait(self.cfg.heartbeat_every)
+                self._wake.clear()
+        finally:
+            client.close()
+
+    def _send(self, client: BootstrapClient) -> None:
+        with self._lock:
+            fields = dict(self._fields)
+        round_ = int(fields.pop("round"))
+        state = str(fields.pop("state"))
+        metrics = {k: v for k, v in fields.items() if isinstance(v, int | float) or v is None}
+        try:
+            reply = client.heartbeat(self.cfg.id, self.incarnation, round=round_, state=state, metrics=metrics)
+        except PeernetError as exc:
+            if self._reachable:
+                log.warning("bootstrap unreachable (%s); training continues without it", exc)
+            self._reachable = False
+            return
+        if not self._reachable:
+            log.info("bootstrap reachable again")
+        self._reachable = True
+        table = reply.get("table") or {}
+        with self._lock:
+            for j, entry in table.items():
+                endpoint = entry.get("endpoint") if isinstance(entry, dict) else None
+                if isinstance(j, int) and isinstance(endpoint, str) and self._endpoints.get(j) != endpoint:
+                    if j in self._endpoints:
+                        self._updates[j] = endpoint
+                    self._endpoints[j] = endpoint

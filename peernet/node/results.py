@@ -1,0 +1,114 @@
+"""Merge the per-node outputs of a daemon run into one summary with the simulator's keys, and plot it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peernet.config import RunSettings
+from peernet.core.mixing import consensus_distance
+from peernet.core.topology import Topology
+from peernet.metrics.jsonl import read_jsonl
+from peernet.node.checkpoint import CHECKPOINT_NAME
+from peernet.sim.tasks import ImageTask, make_task
+
+
+def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
+    """Node-stacked final parameters read from each node's checkpoint, in node-id order."""
+    rows = []
+    for node_id in sorted(state_dirs):
+        payload = torch.load(state_dirs[node_id] / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        rows.append(payload["params"])
+    return torch.stack(rows)
+
+
+def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, Path],
+              wall_seconds: float) -> dict[str, Any]:
+    """Summary of a finished run: the same keys as ``peernet simulate --json``."""
+    node_summaries = {i: json.loads((d / "summary.json").read_text()) for i, d in state_dirs.items()
+                      if (d / "summary.json").exists()}
+    X = final_params(state_dirs)
+    task = make_task(settings, topology.n)
+    ev = task.evaluate(X) if settings.dataset == "quadratic" else None
+    summary: dict[str, Any] = {
+        "algorithm": settings.algorithm,
+        "nodes": topology.n,
+        "topology": topology.name or settings.topology,
+        "dataset": settings.dataset,
+        "rounds": max((s.get("final_round", 0) for s in node_summaries.values()), default=0),
+        "lr": settings.step_size,
+        "wall_seconds": wall_seconds,
+        "mode": "daemons",
+        "mean_test_accuracy": None,
+        "averaged_model_test_accuracy": None,
+        "consensus_distance": consensus_distance(X),
+        "finished_nodes": sum(bool(s.get("finished")) for s in node_summaries.values()),
+        "dropped_messages": sum(sum(s.get("dropped", {}).values()) for s in node_summaries.values()),
+        "bytes_out": sum(s.get("bytes_out", 0) for s in node_summaries.values()),
+    }
+    if isinstance(task, ImageTask):
+        accs = [s.get("test_accuracy") for s in node_summaries.values()]
+        if accs and all(a is not None for a in accs):
+            summary["mean_test_accuracy"] = sum(accs) / len(accs)
+        averaged = X.mean(dim=0, keepdim=True)
+        summary["averaged_model_test_accuracy"] = float(task.accuracy(averaged, "test", settings.eval_samples)[0])
+        rounds = summary["rounds"]
+        train_time = _train_seconds(state_dirs)
+        if train_time > 0:
+            summary["samples_per_second"] = rounds * topology.n * settings.batch_size / train_time
+    elif ev is not None:
+        summary["distance_to_optimum"] = ev["distance_to_optimum"]
+    summary.update(round_time_split(state_dirs))
+    return summary
+
+
+def _train_seconds(state_dirs: dict[int, Path]) -> float:
+    """Wall time from the first node's start record to the last node's final round."""
+    starts, ends = [], []
+    for d in state_dirs.values():
+        recs = read_jsonl(d / "metrics.jsonl")
+        starts += [r["time"] for r in recs if r.get("event") == "start"][:1]
+        ends += [r["time"] for r in recs if r.get("event") == "round"][-1:]
+    return max(ends) - min(starts) if starts and ends else 0.0
+
+
+def round_time_split(state_dirs: dict[int, Path]) -> dict[str, float]:
+    """Mean seconds per round spent computing, waiting for neighbours and mixing (over nodes and rounds)."""
+    totals = {"compute_s": 0.0, "wait_s": 0.0, "mix_s": 0.0}
+    count = 0
+    for d in state_dirs.values():
+        for r in read_jsonl(d / "metrics.jsonl"):
+            if r.get("event") == "round":
+                count += 1
+                for k in totals:
+                    totals[k] += float(r.get(k) or 0.0)
+    return {f"round_{k}": v / count for k, v in totals.items()} if count else {}
+
+
+def plot_run(state_dirs: dict[int, Path], path: Path) -> Path:
+    """PNG of each node's training loss and test accuracy against rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for node_id, d in sorted(state_dirs.items()):
+        recs = read_jsonl(d / "metrics.jsonl")
+        rounds = [r for r in recs if r.get("event") == "round"]
+        evals = [r for r in recs if r.get("event") == "eval" and r.get("test_accuracy") is not None]
+        ax_loss.plot([r["round"] for r in rounds], [r["loss"] for r in rounds], lw=0.8, label=f"node {node_id}")
+        if evals:
+            ax_acc.plot([r["round"] for r in evals], [r["test_accuracy"] for r in evals], marker="o", ms=3,
+                        lw=1, label=f"node {node_id}")
+    ax_loss.set(xlabel="round", ylabel="mini-batch loss", title="training loss")
+    ax_loss.set_yscale("log")
+    ax_acc.set(xlabel="round", ylabel="test accuracy", title="test accuracy (own model)")
+    ax_acc.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

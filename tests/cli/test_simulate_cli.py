@@ -1,0 +1,76 @@
+"""`peernet simulate`: options, config files, JSON summary, metrics files and error reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from peernet.cli import main
+from peernet.metrics.jsonl import read_jsonl
+
+KEYS = {"algorithm", "nodes", "rounds", "wall_seconds", "mean_test_accuracy", "averaged_model_test_accuracy",
+        "consensus_distance"}
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_quadratic_json_summary_and_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["simulate", "--dataset", "quadratic", "--rounds", "200", "--quiet",
+                                    "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = _last_json(res.output)
+    assert KEYS <= summary.keys()
+    assert summary["algorithm"] == "momentum-tracking" and summary["nodes"] == 8 and summary["rounds"] == 200
+    assert summary["distance_to_optimum"] < 1e-2
+    records = read_jsonl(out / "metrics.jsonl")
+    assert sum(r["event"] == "round" for r in records) == 200
+    assert any(r["event"] == "eval" for r in records)
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 200
+
+
+def test_config_file_and_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('algorithm = "dsgd"\ndataset = "quadratic"\nrounds = 50\ntopology = "complete"\nnodes = 4\n')
+    res = CliRunner().invoke(main, ["simulate", "--config", str(cfg), "--rounds", "30", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = _last_json(res.output)
+    assert (summary["algorithm"], summary["rounds"], summary["nodes"]) == ("dsgd", 30, 4)
+
+
+def test_image_json_has_accuracy(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["simulate", "--dataset", "fashion-mnist", "--model", "mlp", "--nodes", "4",
+                                    "--rounds", "5", "--eval-samples", "500", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = _last_json(res.output)
+    assert 0.0 <= summary["mean_test_accuracy"] <= 1.0
+    assert 0.0 <= summary["averaged_model_test_accuracy"] <= 1.0
+
+
+def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('algoritm = "dsgd"\n')
+    res = CliRunner().invoke(main, ["simulate", "--config", str(cfg)])
+    assert res.exit_code != 0
+    assert "bad.toml" in res.output and "algoritm" in res.output and "unknown key" in res.output
+    cfg.write_text('rounds = "ten"\n')
+    res = CliRunner().invoke(main, ["simulate", "--config", str(cfg)])
+    assert res.exit_code != 0 and "rounds" in res.output and "expected int" in res.output
+    cfg.write_text('beta = 1.5\n')
+    res = CliRunner().invoke(main, ["simulate", "--config", str(cfg)])
+    assert res.exit_code != 0 and "beta" in res.output and "[0, 1)" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--config", str(tmp_path / "missing.toml")])
+    assert res.exit_code != 0 and "file not found" in res.output
+
+
+def test_help_documents_every_option() -> None:
+    res = CliRunner().invoke(main, ["simulate", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--algorithm", "--topology", "--nodes", "--dataset", "--model", "--partition",
+                "--classes-per-node", "--alpha", "--lr", "--beta", "--batch-size", "--rounds", "--epochs",
+                "--seed", "--out", "--config", "--json"):
+        assert opt in res.output

@@ -22,7 +22,7 @@ log = logging.getLogger("peernet.bootstrap")
 
 MAX_REQUEST_BYTES = 1 << 20  # requests are a few hundred bytes; libzmq drops a peer that sends more than this
 POLL_MS = 100  # how quickly serve_forever notices its stop event
-NODE_STATES = ("training", "done", "waiting")
+NODE_STATES = ("training", "done", "waiting", "stopped")
 _ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 _TOKEN = re.compile(r"[\w.:+-]+")
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")

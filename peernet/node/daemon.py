@@ -153,6 +153,7 @@ class NodeDaemon:
             if finished:
                 exchange.goodbye(r, grace=self.cfg.round_timeout)
             summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
+                            "ignored": dict(exchange.ignored),
                             **{k: v for k, v in last_eval.items() if k != "event"}, **_counters(transport.stats)})
             (self.state_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             metrics.write({"event": "exit", "round": r, "finished": finished, "dropped": dict(exchange.dropped),

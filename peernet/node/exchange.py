@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
 import torch
@@ -23,6 +23,9 @@ from peernet.wire.codec import check_finite, decode, decode_header, encode, spec
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, TensorSpec
 
 log = logging.getLogger("peernet.node")
+
+#: Messages kept per neighbour while it cannot take them (this round's, a resend, a hello, a bye).
+OUTBOX_LIMIT = 4
 
 #: How many rounds ahead of our own we accept and buffer (a neighbour is never further ahead than one).
 ROUNDS_AHEAD = 1
@@ -51,13 +54,17 @@ class Exchange:
         self.max_bytes = payload + 64 * 1024
         self.inbox: dict[int, dict[int, dict[str, torch.Tensor]]] = {}   # round -> sender -> tensors
         self.sent: dict[int, list[bytes | memoryview]] = {}             # round -> frames (for resends)
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()   # invalid messages, by reason
+        self.ignored: Counter[str] = Counter()   # valid but unneeded: duplicates, resends of finished rounds
         self.neighbour_x: dict[int, torch.Tensor] = {}                  # last x received per neighbour
         self.endpoint_updates: dict[int, str] = {}
         self.wait_seconds = 0.0
         self.mix_seconds = 0.0
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self.byes: set[int] = set()
+        # Messages a neighbour could not take yet (connection still being set up after a (re)connect with
+        # IMMEDIATE=1, or its queue full): retried on every poll, oldest first, a few per neighbour at most.
+        self.outbox: dict[int, deque[list[bytes | memoryview]]] = {j: deque(maxlen=OUTBOX_LIMIT) for j in neighbours}
 
     # -- receiving -------------------------------------------------------------------------------------
     def _buffer(self, sender: int, round_: int) -> dict[str, torch.Tensor]:
@@ -79,21 +86,28 @@ class Exchange:
 
     def poll(self, current_round: int, timeout: float) -> None:
         """Receive at most one message (waiting up to ``timeout``) and file or drop it."""
+        if self._flush():
+            timeout = min(timeout, 0.01)  # something is still queued: come back soon to retry it
         got = self.transport.recv(timeout)
         if got is None:
             return
         routing_id, frames = got
         expect = self._expect(current_round)
+        size = sum(len(f) for f in frames)
+        if size > self.max_bytes:
+            # Larger than any valid message of this run; libzmq's MAXMSGSIZE cuts off far larger ones.
+            self._drop("size", f"{size} bytes, at most {self.max_bytes} expected", routing_id)
+            return
         try:
             header = decode_header(frames[0], expect) if frames else None
             if header is None:
                 raise CodecError("empty message")
             if header.kind == "round":
                 if header.round < current_round:
-                    self.dropped["stale"] += 1  # a late duplicate or a resend we no longer need
+                    self.ignored["stale"] += 1  # a late duplicate or a resend we no longer need
                     return
                 if header.sender in self.inbox.get(header.round, {}):
-                    self.dropped["duplicate"] += 1
+                    self.ignored["duplicate"] += 1
                     return
                 # Two buffers per neighbour (this round and the next) are reused: no allocation per message.
                 # They are keyed by the transport identity, so a peer claiming another id in its header
@@ -119,6 +133,7 @@ class Exchange:
         if msg is None:
             self._on_hello(header)
             return
+        log.debug("round %d message from %d (we are at round %d)", header.round, header.sender, current_round)
         self.inbox.setdefault(header.round, {})[header.sender] = msg.tensors
 
     def _on_hello(self, header: Header) -> None:
@@ -126,11 +141,12 @@ class Exchange:
         if isinstance(endpoint, str):
             self.endpoint_updates[header.sender] = endpoint
             self.transport.connect(header.sender, endpoint)
-        frames = self.sent.get(header.round)
-        log.info("neighbour %d says hello at round %d%s", header.sender, header.round,
-                 "; resending our message" if frames else "")
-        if frames is not None:
-            self.transport.send(header.sender, frames)
+        # Our messages of its round and the next were sent to its previous incarnation and are lost with
+        # it (we may already be one round ahead of where it resumes): send both again, oldest first.
+        resend = sorted(r for r in self.sent if r >= header.round)
+        log.info("neighbour %d says hello at round %d; resending our rounds %s", header.sender, header.round, resend)
+        for r in resend:
+            self._send_to(header.sender, self.sent[r])
 
     # -- sending ---------------------------------------------------------------------------------------
     def hello(self, round_: int, endpoint: str) -> None:
@@ -139,7 +155,22 @@ class Exchange:
                         degree=len(self.weights), epoch=0, meta={"endpoint": endpoint})
         frames = encode(header, {})
         for j in self.weights:
-            self.transport.send(j, frames)
+            self._send_to(j, frames)
+
+    def _send_to(self, peer: int, frames: list[bytes | memoryview]) -> None:
+        """Send now, or queue behind earlier messages the neighbour has not taken yet (keeps the order)."""
+        queue = self.outbox[peer]
+        if queue or not self.transport.send(peer, frames):
+            queue.append(frames)
+
+    def _flush(self) -> bool:
+        """Retry queued messages; return True while something is still queued."""
+        pending = False
+        for peer, queue in self.outbox.items():
+            while queue and self.transport.send(peer, queue[0]):
+                queue.popleft()
+            pending = pending or bool(queue)
+        return pending
 
     def goodbye(self, round_: int, grace: float) -> None:
         """Say bye, then keep serving until every neighbour said bye too (or ``grace`` seconds pass).
@@ -151,7 +182,7 @@ class Exchange:
                         degree=len(self.weights), epoch=0)
         frames = encode(header, {})
         for j in self.weights:
-            self.transport.send(j, frames)
+            self._send_to(j, frames)
         deadline = time.perf_counter() + grace
         while self.byes < set(self.weights) and time.perf_counter() < deadline and not self.should_stop():
             self.poll(round_, timeout=0.1)
@@ -167,15 +198,16 @@ class Exchange:
         self.sent[round_] = frames
         self.sent.pop(round_ - 2, None)
         for j in sorted(self.weights):
-            if not self.transport.send(j, frames):
-                log.debug("send of round %d to %d would block; it will be resent on hello", round_, j)
+            self._send_to(j, frames)
 
     # -- one round -------------------------------------------------------------------------------------
     def gossip_for(self, round_: int) -> Callable[..., dict[str, torch.Tensor]]:
         """The gossip callable the algorithm rule uses for ``round_``."""
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-            cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            # A private copy: the frames share memory with these tensors and are kept for resends, so
+            # nothing the rule does to its own tensors afterwards may change what a neighbour receives.
+            cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
             self._send_round(round_, cpu)
             received = self._collect(round_)
             t0 = time.perf_counter()

@@ -31,9 +31,10 @@ class CurveKeys:
 
 def encode_routing_id(node_id: int) -> bytes:
     """Node id as ASCII decimal: never starts with 0x00, which libzmq reserves for generated ids."""
-    if node_id < 0:
-        raise TransportError(f"node id must be non-negative, got {node_id}")
-    return str(node_id).encode("ascii")
+    raw = str(node_id).encode("ascii")
+    if node_id < 0 or len(raw) > _MAX_ID_DIGITS:
+        raise TransportError(f"node id must be in 0..{10**_MAX_ID_DIGITS - 1}, got {node_id}")
+    return raw
 
 
 def decode_routing_id(raw: bytes) -> int | None:

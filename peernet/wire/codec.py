@@ -195,9 +195,12 @@ def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | 
     wire = header_to_wire(header)
     try:
         parse_header(wire)
-        packed: bytes = msgpack.packb(wire, use_bin_type=True)
     except CodecError as exc:
         raise ValueError(f"cannot encode: {exc}") from exc
+    try:
+        packed: bytes = msgpack.packb(wire, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate in a meta string
+        raise ValueError(f"cannot encode: header does not pack: {exc}") from exc
     if len(packed) > MAX_HEADER_BYTES:
         raise ValueError(f"cannot encode: header of {len(packed)} bytes exceeds {MAX_HEADER_BYTES}")
     frames: list[bytes | memoryview] = [packed]

@@ -52,8 +52,9 @@ def test_routing_id_round_trip() -> None:
         assert decode_routing_id(encode_routing_id(n)) == n
     for bad in (b"", b"\x00\x01\x02\x03\x04", b"007", b"-1", b"3a", b"12345678901"):
         assert decode_routing_id(bad) is None
-    with pytest.raises(TransportError):
-        encode_routing_id(-1)
+    for bad_id in (-1, 10**10):
+        with pytest.raises(TransportError):
+            encode_routing_id(bad_id)
 
 
 def test_exchange_both_ways_with_chunked_payload(make: Factory) -> None:

@@ -1,0 +1,139 @@
+"""Daemon lifecycle with real processes: SIGTERM and resume, bootstrap death, bootstrap rejections."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from peernet.config import RunSettings
+from peernet.node.checkpoint import load_checkpoint
+from peernet.node.launcher import LocalCluster, write_toml
+from peernet.node.results import final_params
+from peernet.sim.run import run_simulation
+from tests.node.conftest import run_cli, wait_all, wait_for_round
+
+LENET = dict(dataset="fashion-mnist", model="lenet", nodes=4, topology="ring", batch_size=32, lr=0.01,
+             eval_samples=500)
+
+
+def _reference(settings: RunSettings, tmp_path: Path) -> torch.Tensor:
+    """The same run in the per-node simulator loop, which computes exactly like the daemons.
+
+    With one torch thread, as each daemon has: float32 convolutions split over two threads sum in
+    another order (measured: 2e-3 apart after 80 rounds), and bit-exactness is the point here.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_simulation(settings, tmp_path / "reference", mode="loop", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return torch.load(tmp_path / "reference" / "final_params.pt", weights_only=True)["params"]
+
+
+def _params(cluster: LocalCluster) -> torch.Tensor:
+    return final_params({i: cluster.state_dir(i) for i in cluster.topology.ids})
+
+
+@pytest.mark.slow
+def test_sigterm_then_restart_resumes_from_checkpoint_bit_exactly(make_cluster: Any, tmp_path: Path) -> None:
+    settings = RunSettings(**LENET, rounds=80)
+    cluster = make_cluster(settings, checkpoint_every=5)
+    cluster.start()
+    wait_for_round(cluster, 1, 25)
+    cluster.nodes[1].send_signal(signal.SIGTERM)
+    assert cluster.nodes[1].wait(timeout=60) == 0  # clean exit on SIGTERM
+    ckpt = load_checkpoint(cluster.state_dir(1), node_id=1, run=_fingerprint(cluster))
+    assert ckpt is not None and 25 <= ckpt.round < 80
+    cluster.start_node(1, fresh=False)
+    wait_all(cluster)
+    log = (cluster.out / "node1.log").read_text()
+    assert f"resuming from checkpoint at round {ckpt.round}" in log
+    summaries = [json.loads((cluster.state_dir(i) / "summary.json").read_text()) for i in range(4)]
+    assert all(s["finished"] and s["final_round"] == 80 for s in summaries)
+    assert summaries[1]["resumed_from"] == ckpt.round
+    # Interrupting and resuming changed nothing: the result equals an uninterrupted run.
+    assert float((_params(cluster) - _reference(settings, tmp_path)).abs().max()) <= 1e-6
+
+
+def _fingerprint(cluster: LocalCluster) -> str:
+    from peernet.bootstrap.registry import run_fingerprint
+    from peernet.config import load_run_settings, resolve_topology
+
+    s = load_run_settings(cluster.out / "run.toml")
+    return run_fingerprint(s, resolve_topology(s))
+
+
+@pytest.mark.slow
+def test_killing_the_bootstrap_after_start_does_not_stop_training(make_cluster: Any) -> None:
+    cluster = make_cluster(RunSettings(**LENET, rounds=60))
+    cluster.start()
+    wait_for_round(cluster, 0, 5)
+    assert cluster.bootstrap is not None
+    cluster.bootstrap.kill()
+    cluster.bootstrap.wait(timeout=10)
+    wait_all(cluster)
+    for i in range(4):
+        summary = json.loads((cluster.state_dir(i) / "summary.json").read_text())
+        assert summary["finished"] and summary["final_round"] == 60
+
+
+def _register_stranger(cluster: LocalCluster, tmp_path: Path, node_id: int, run_overrides: dict[str, Any],
+                       topology_nodes: int | None = None) -> Any:
+    """Start a node process whose own run settings differ as given; return the finished process."""
+    from peernet.core.topology import generate, save_topology
+
+    d = tmp_path / f"stranger{node_id}"
+    d.mkdir()
+    run = {k: v for k, v in json.loads(json.dumps(cluster.settings.__dict__)).items() if v is not None}
+    run.update(run_overrides)
+    if topology_nodes is not None:
+        save_topology(generate("ring", topology_nodes), d / "topology.toml")
+    else:
+        (d / "topology.toml").write_text((cluster.out / "topology.toml").read_text())
+    run["topology"] = "topology.toml"
+    write_toml(d / "run.toml", run)
+    write_toml(d / "node.toml", {"id": node_id, "run": "run.toml", "bootstrap": cluster.address,
+                                 "state_dir": "state", "bootstrap_timeout": 2.0})
+    return run_cli(["node", "--config", str(d / "node.toml")], timeout=120)
+
+
+def test_bootstrap_rejections_are_printed_and_exit_nonzero(make_cluster: Any, tmp_path: Path) -> None:
+    settings = RunSettings(dataset="quadratic", nodes=3, topology="ring", rounds=100000)
+    cluster = make_cluster(settings)
+    cluster.start_bootstrap()
+    cluster.start_node(0)  # a live node 0, waiting for the others
+    wait_registered(cluster, 0)
+
+    fingerprint = _register_stranger(cluster, tmp_path, 1, {"lr": 0.01})
+    assert fingerprint.returncode == 3
+    assert "fingerprint mismatch" in fingerprint.stderr
+
+    unknown = _register_stranger(cluster, tmp_path, 3, {}, topology_nodes=4)
+    assert unknown.returncode == 3
+    assert "unknown node id 3" in unknown.stderr
+
+    duplicate = _register_stranger(cluster, tmp_path, 0, {})
+    assert duplicate.returncode == 3
+    assert "already registered by a live process" in duplicate.stderr
+    assert cluster.nodes[0].poll() is None  # the legitimate node 0 is unaffected
+
+
+def wait_registered(cluster: LocalCluster, node_id: int, timeout: float = 60.0) -> None:
+    import time
+
+    from peernet.bootstrap.client import BootstrapClient
+
+    deadline = time.monotonic() + timeout
+    with BootstrapClient(cluster.address, timeout=1.0, retries=3) as client:
+        while time.monotonic() < deadline:
+            nodes = client.status().get("nodes", [])
+            if any(n["id"] == node_id and n.get("live") for n in nodes):
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"node {node_id} never registered")

@@ -34,7 +34,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         cluster.stop()
 
 
-def run_cli(args: list[str], timeout: float = CLUSTER_TIMEOUT, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(args: list[str], timeout: float = CLUSTER_TIMEOUT,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m peernet ARGS`` as a real process (killed on timeout by subprocess.run)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "peernet", *args], capture_output=True, text=True,

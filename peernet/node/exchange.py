@@ -99,29 +99,23 @@ class Exchange:
             self._drop("size", f"{size} bytes, at most {self.max_bytes} expected", routing_id)
             return
         try:
-            header = decode_header(frames[0], expect) if frames else None
-            if header is None:
+            if not frames:
                 raise CodecError("empty message")
+            header = decode_header(frames[0], expect)
+            msg = None
             if header.kind == "round":
-                if header.round < current_round:
-                    self.ignored["stale"] += 1  # a late duplicate or a resend we no longer need
-                    return
-                if header.sender in self.inbox.get(header.round, {}):
-                    self.ignored["duplicate"] += 1
-                    return
-                # Two buffers per neighbour (this round and the next) are reused: no allocation per message.
-                # They are keyed by the transport identity, so a peer claiming another id in its header
-                # writes only into a scratch buffer and can never overwrite a real neighbour's tensors.
-                owner = routing_id if routing_id in self.weights else -1
-                msg = decode(frames, expect, out=self._buffer(owner, header.round))
+                # Every payload is validated, even one we will not use, so a malformed message is always
+                # dropped and counted as such. Two buffers per neighbour (this round and the next) are reused:
+                # no allocation per message. Anything that cannot be filed (another identity, a stale round,
+                # a duplicate) goes to a scratch buffer, so it can never overwrite a neighbour's tensors.
+                usable = (routing_id == header.sender and header.round >= current_round
+                          and header.sender not in self.inbox.get(header.round, {}))
+                msg = decode(frames, expect, out=self._buffer(routing_id if usable else -1, header.round))
                 check_finite(msg.tensors, self.max_abs)
-            elif header.kind in ("hello", "bye"):
-                msg = None
-            else:
-                self.dropped["kind"] += 1
-                return
+            elif header.kind not in ("hello", "bye"):
+                raise CodecError(f"unexpected message kind {header.kind!r}")
         except CodecError as exc:
-            self._drop(getattr(exc, "code", "codec"), str(exc), routing_id)
+            self._drop(getattr(exc, "code", "kind"), str(exc), routing_id)
             return
         if routing_id != header.sender:
             # The transport's identity must agree with the header: nobody may speak for another node.
@@ -129,12 +123,15 @@ class Exchange:
             return
         if header.kind == "bye":
             self.byes.add(header.sender)
-            return
-        if msg is None:
+        elif msg is None:
             self._on_hello(header)
-            return
-        log.debug("round %d message from %d (we are at round %d)", header.round, header.sender, current_round)
-        self.inbox.setdefault(header.round, {})[header.sender] = msg.tensors
+        elif header.round < current_round:
+            self.ignored["stale"] += 1  # a resend of a round we already finished
+        elif header.sender in self.inbox.get(header.round, {}):
+            self.ignored["duplicate"] += 1
+        else:
+            log.debug("round %d message from %d (we are at round %d)", header.round, header.sender, current_round)
+            self.inbox.setdefault(header.round, {})[header.sender] = msg.tensors
 
     def _on_hello(self, header: Header) -> None:
         endpoint = header.meta.get("endpoint")

@@ -34,6 +34,8 @@ class NodeConfig:
     bootstrap_retries: int = field(default=3, metadata={"help": "tries per bootstrap request"})
     heartbeat_every: float = field(default=1.0, metadata={"help": "seconds between status reports to the "
                                    "bootstrap"})
+    max_abs: float = field(default=1e6, metadata={"help": "reject a neighbour's tensors holding any value "
+                           "larger in magnitude (NaN and Inf are always rejected); 0 disables the bound"})
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error"),
                            "help": "stderr log level"})
 
@@ -47,6 +49,8 @@ class NodeConfig:
         for key in ("round_timeout", "start_timeout", "bootstrap_timeout", "heartbeat_every"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"must be > 0, got {getattr(self, key)}", key=key)
+        if self.max_abs < 0:
+            raise ConfigError(f"must be >= 0, got {self.max_abs}", key="max_abs")
         if self.bootstrap_retries < 1:
             raise ConfigError(f"must be >= 1, got {self.bootstrap_retries}", key="bootstrap_retries")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

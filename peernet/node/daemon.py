@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import signal
 import threading
 import time
@@ -100,7 +101,8 @@ class NodeDaemon:
                                  retries=self.cfg.bootstrap_retries)
         incarnation = new_incarnation()
         exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout,
-                            round_timeout=self.cfg.round_timeout, should_stop=self.stop_event.is_set)
+                            max_abs=self.cfg.max_abs or None, round_timeout=self.cfg.round_timeout,
+                            should_stop=self.stop_event.is_set)
         heartbeat: Heartbeat | None = None
         metrics = MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh)
         summary: dict[str, Any] = {"node": self.cfg.id, "rounds": rounds, "resumed_from": start_round}
@@ -152,8 +154,10 @@ class NodeDaemon:
             finished = r >= rounds
             if finished:
                 exchange.goodbye(r, grace=self.cfg.round_timeout)
+            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
             summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
-                            "ignored": dict(exchange.ignored),
+                            "max_rss_mb": peak_rss_mb,
+                            "ignored": dict(exchange.ignored), "faulty_neighbours": dict(exchange.faulty),
                             **{k: v for k, v in last_eval.items() if k != "event"}, **_counters(transport.stats)})
             (self.state_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             metrics.write({"event": "exit", "round": r, "finished": finished, "dropped": dict(exchange.dropped),

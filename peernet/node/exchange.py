@@ -56,6 +56,7 @@ class Exchange:
         self.sent: dict[int, list[bytes | memoryview]] = {}             # round -> frames (for resends)
         self.dropped: Counter[str] = Counter()   # invalid messages, by reason
         self.ignored: Counter[str] = Counter()   # valid but unneeded: duplicates, resends of finished rounds
+        self.faulty: Counter[int] = Counter()    # per neighbour: rounds whose tensors were not finite or too large
         self.neighbour_x: dict[int, torch.Tensor] = {}                  # last x received per neighbour
         self.endpoint_updates: dict[int, str] = {}
         self.wait_seconds = 0.0
@@ -111,7 +112,12 @@ class Exchange:
                 usable = (routing_id == header.sender and header.round >= current_round
                           and header.sender not in self.inbox.get(header.round, {}))
                 msg = decode(frames, expect, out=self._buffer(routing_id if usable else -1, header.round))
-                check_finite(msg.tensors, self.max_abs)
+                try:
+                    check_finite(msg.tensors, self.max_abs)
+                except CodecError:
+                    if routing_id == header.sender:
+                        self.faulty[routing_id] += 1  # a neighbour sending NaN/Inf/absurd values is faulty
+                    raise
             elif header.kind not in ("hello", "bye"):
                 raise CodecError(f"unexpected message kind {header.kind!r}")
         except CodecError as exc:

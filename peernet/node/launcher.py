@@ -57,8 +57,8 @@ class LocalCluster:
     def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None
                 ) -> LocalCluster:
         out = Path(out)
+        topology = resolve_topology(settings)  # before creating anything: a bad topology leaves no trace
         out.mkdir(parents=True, exist_ok=True)
-        topology = resolve_topology(settings)
         save_topology(topology, out / "topology.toml")
         run = dataclasses.asdict(settings)
         run["topology"] = "topology.toml"

@@ -1,0 +1,60 @@
+"""Write docs/configuration.md from the config dataclasses' field metadata (run: .venv/bin/python scripts/gen_config_docs.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from peernet.bootstrap.config import BootstrapConfig
+from peernet.config import RunSettings
+from peernet.node.config import NodeConfig
+
+INTRO = """# Configuration reference
+
+peernet reads TOML. Every file is parsed into a frozen dataclass that rejects unknown keys, wrong types
+and out-of-range values, and the error names the file, the key and the reason, e.g.
+`error: node/node3.toml: key 'treads': unknown key; allowed keys: ...`. Keys may be written with `_` or
+`-`. Relative paths are resolved against the directory of the file that names them.
+
+This page is generated from the code (`.venv/bin/python scripts/gen_config_docs.py`); a test checks that
+it lists every key.
+"""
+
+SECTIONS = [
+    ("Run settings (`run.toml`, `peernet simulate/local --config`)", RunSettings,
+     "Shared by every node of a run and by the simulator. Their hash, together with the topology's, is the "
+     "run fingerprint: the bootstrap refuses a node whose fingerprint differs (`data_dir` is excluded, since "
+     "hosts may keep the data in different places). Each key is also a command-line option of "
+     "`peernet simulate` and `peernet local` (`--classes-per-node` for `classes_per_node`)."),
+    ("Node (`nodeN.toml`, `peernet node --config`)", NodeConfig,
+     "One file per node daemon. `id` and `run` are required."),
+    ("Bootstrap (`bootstrap.toml`, `peernet bootstrap --config`)", BootstrapConfig,
+     "The rendezvous service. It is not in the data path: training continues if it dies after the start."),
+]
+
+
+def _default(f: dataclasses.Field[Any]) -> str:
+    if f.default is dataclasses.MISSING:
+        return "required"
+    return "unset" if f.default is None else f"`{f.default!r}`".replace("'", '"')
+
+
+def render() -> str:
+    out = [INTRO]
+    for title, cls, text in SECTIONS:
+        out += [f"## {title}", "", text, "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            meaning = f.metadata.get("help", "")
+            choices = f.metadata.get("choices")
+            if choices:
+                meaning += f" (one of: {', '.join(choices)})"
+            out.append(f"| `{f.name}` | {_default(f)} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    path = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    path.write_text(render())
+    print(f"wrote {path}")

@@ -53,12 +53,16 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
+def _three_layer_head(p: Params, h: torch.Tensor) -> torch.Tensor:
+    """fc1 → ReLU → fc2 → ReLU → fc3 on ``(N, B, F)`` features (the MLP and LeNet's classifier)."""
+    h = torch.relu(_linear(h, p["fc1.weight"], p["fc1.bias"]))
+    h = torch.relu(_linear(h, p["fc2.weight"], p["fc2.bias"]))
+    return _linear(h, p["fc3.weight"], p["fc3.bias"])
+
+
 def _mlp(model: MLP) -> StackedForward:
     def forward(p: Params, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(x.shape[0], x.shape[1], -1)
-        h = torch.relu(_linear(h, p["fc1.weight"], p["fc1.bias"]))
-        h = torch.relu(_linear(h, p["fc2.weight"], p["fc2.bias"]))
-        return _linear(h, p["fc3.weight"], p["fc3.bias"])
+        return _three_layer_head(p, x.reshape(x.shape[0], x.shape[1], -1))
 
     return forward
 
@@ -71,10 +75,7 @@ def _lenet(model: LeNet) -> StackedForward:
         h = F.max_pool2d(torch.relu(_group_norm(h, p["gn1.weight"], p["gn1.bias"], model.gn1)), 2)
         h = _conv(h, p["conv2.weight"], p["conv2.bias"], model.conv2)
         h = F.max_pool2d(torch.relu(_group_norm(h, p["gn2.weight"], p["gn2.bias"], model.gn2)), 2)
-        h = _flatten_nodes(h, n)
-        h = torch.relu(_linear(h, p["fc1.weight"], p["fc1.bias"]))
-        h = torch.relu(_linear(h, p["fc2.weight"], p["fc2.bias"]))
-        return _linear(h, p["fc3.weight"], p["fc3.bias"])
+        return _three_layer_head(p, _flatten_nodes(h, n))
 
     return forward
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,15 +14,6 @@ from torch.func import functional_call, grad, vmap
 from peernet.errors import ModelError
 from peernet.models import build_model
 from peernet.models.flat import ParamLayout
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The test machines are shared; one intra-op thread keeps timings steady under load.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Bag(nn.Module):

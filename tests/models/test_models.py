@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,15 +16,6 @@ from peernet.models import MODELS, build_model
 from peernet.models.flat import ParamLayout
 
 SHAPES = {"fmnist": (1, 28, 28), "cifar": (3, 32, 32)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The test machines are shared; one intra-op thread keeps timings steady under load.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(name: str, shape: tuple[int, int, int], seed: int = 0, num_classes: int = 10) -> nn.Module:

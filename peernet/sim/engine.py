@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from peernet.core.algorithms import Algorithm, HyperParams
+from peernet.core.churn import EdgeFlows, mh_matrix
 from peernet.core.mixing import mix_one
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
@@ -68,15 +69,38 @@ class Simulator:
         x0 = task.initial_params()
         self.X = x0.unsqueeze(0).repeat(topology.n, 1)
         self.W = topology.mixing_matrix(dtype=self.X.dtype)
+        self.alive = [True] * topology.n
+        self.edges = [(topology.index_of(a), topology.index_of(b)) for a, b in topology.edges]
+        self.flows: EdgeFlows | None = None
         if mode == "vectorized":
             self.state = algorithm.init_state(self.X)
+            if algorithm.tracks:
+                # Per-edge tracker flows (DESIGN.md §3), so a departed node's share can be rolled back.
+                self.flows = EdgeFlows(self.edges, task.dim, self.X.dtype)
         else:
             self.node_states = [algorithm.init_state(self.X[i]) for i in range(topology.n)]
             self.exchange = _LoopExchange(topology)
             self.pool = ThreadPoolExecutor(max_workers=topology.n, thread_name_prefix="simnode")
 
     def _gossip(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.flows is not None and "d" in tensors:
+            self.flows.record(tensors["d"], self.W)
         return {k: self.W @ v for k, v in tensors.items()}
+
+    def crash(self, index: int, *, rollback: bool = True) -> None:
+        """Node ``index`` leaves for good: its edges drop, the others re-weight (MH over live degrees).
+
+        With ``rollback`` (the churn-safe rule) both ends of every dropped edge take back that edge's
+        tracker flow; without it the survivors keep the departed node's share in their trackers.
+        """
+        if self.mode != "vectorized":
+            raise SimulationError("crash() is supported by the vectorized simulator")
+        self.alive[index] = False
+        self.W = mh_matrix(self.topology.n, self.edges, self.alive, dtype=self.X.dtype)
+        if self.flows is not None:
+            for edge in self.flows.edges_of(index):
+                if rollback:
+                    self.flows.rollback(self.state["c"], edge)
 
     def step(self) -> torch.Tensor:
         """Run one round on every node; return each node's mini-batch loss ``(N,)``."""

@@ -41,7 +41,7 @@ class EdgeFlows:
     """Cumulative tracker flow ``F_e`` of each undirected edge ``e = (i, j)``, ``i < j``, node-stacked tensors."""
 
     def __init__(self, edges: Sequence[tuple[int, int]], dim: int, dtype: torch.dtype = torch.float64) -> None:
-        self.edges = [tuple(sorted(e)) for e in edges]
+        self.edges: list[tuple[int, int]] = [(min(e), max(e)) for e in edges]
         self.index = {e: k for k, e in enumerate(self.edges)}
         self.left = torch.tensor([i for i, _ in self.edges], dtype=torch.long)
         self.right = torch.tensor([j for _, j in self.edges], dtype=torch.long)
@@ -63,7 +63,7 @@ class EdgeFlows:
 
     def rollback(self, c: torch.Tensor, edge: tuple[int, int]) -> None:
         """Both ends take back their flow of ``edge`` from the trackers ``c (N, P)``; the edge restarts at zero."""
-        k = self.index[tuple(sorted(edge))]  # type: ignore[index]
+        k = self.index[(min(edge), max(edge))]
         i, j = self.edges[k]
         c[i] -= self.flows[k].to(c.dtype)
         c[j] += self.flows[k].to(c.dtype)

@@ -44,6 +44,7 @@ def render(wire: dict[str, Any], sim: dict[str, Any], elapsed: float) -> str:
         vs = f"{row['vs_gloo']:.2f}×" if row["vs_gloo"] else "–"
         lines.append(f"| {row['method']} | {row['size_mb']} MB | {row['gbps_median']:.2f} | "
                      f"{row['gbps_min']:.2f} | {row['gbps_max']:.2f} | {vs} |")
+    lines += _curve_note(wire["results"])
     vec, loop, loop1, dae = sim["vectorized"], sim["loop"], sim["loop_1thread"], sim["daemons"]
     lines += [
         "",
@@ -65,6 +66,19 @@ def render(wire: dict[str, Any], sim: dict[str, Any], elapsed: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _curve_note(rows: list[dict[str, Any]]) -> list[str]:
+    """What CURVE costs, when the wire run measured it (older result files have no peernet-curve row)."""
+    plain = {row["size_mb"]: row["gbps_median"] for row in rows if row["method"] == "peernet"}
+    curve = {row["size_mb"]: row["gbps_median"] for row in rows if row["method"] == "peernet-curve"}
+    shared = sorted(set(plain) & set(curve))
+    if not shared:
+        return []
+    ratios = ", ".join(f"{curve[size] / plain[size]:.2f}× at {size} MB" for size in shared)
+    return ["", "peernet-curve is the same transport with CURVE on both ends (every frame encrypted and "
+            "authenticated, the receiver's ZAP allowlist holding the sender's key), as `peernet local` and the "
+            f"reference cluster run by default. Its throughput relative to plain peernet: {ratios}."]
 
 
 def main() -> None:

@@ -23,13 +23,14 @@ import torch
 import torch.distributed as dist
 import zmq
 
-from peernet.transport import ZmqTransport
+from peernet.transport import CurveKeys, ZmqTransport
 
 MB = 1_000_000  # sizes are decimal megabytes, rates decimal GB/s (10**9 bytes per second)
 MiB = 1 << 20
 TIMEOUT_S = 30.0
 LABELS = {
     "peernet": "peernet ZmqTransport, {chunk} KiB chunk frames, copy=False",
+    "peernet-curve": "peernet ZmqTransport + CURVE, {chunk} KiB chunk frames",
     "pyzmq": "raw pyzmq PUSH/PULL, 1 frame, default copy",
     "gloo": "torch.distributed gloo send/recv",
 }
@@ -77,8 +78,18 @@ def _windowed(count: int, *, window: int, send: Callable[[], bool], ack: Callabl
 # ---- receiver (spawned process): fills one preallocated tensor per size, reports a digest of it --------------
 
 
-def _recv_peernet(conn: Connection, plan: Plan) -> dict[int, str]:
-    with ZmqTransport(1) as rx:
+Keys = tuple[tuple[bytes, bytes], tuple[bytes, bytes]] | None  # (sender pair, receiver pair) for peernet-curve
+
+
+def _curve(keys: Keys, me: int) -> CurveKeys | None:
+    """Node ``me``'s CURVE settings (0 sends, 1 receives), or None for the plain transport."""
+    if keys is None:
+        return None
+    return CurveKeys(*keys[me], {1 - me: keys[1 - me][0]})
+
+
+def _recv_peernet(conn: Connection, plan: Plan, keys: Keys = None) -> dict[int, str]:
+    with ZmqTransport(1, curve=_curve(keys, 1)) as rx:
         conn.send(rx.endpoint)
         rx.connect(0, conn.recv())
         digests = {}
@@ -135,9 +146,12 @@ def _recv_gloo(conn: Connection, plan: Plan) -> dict[int, str]:
         dist.destroy_process_group()
 
 
-def _receiver_main(method: str, conn: Connection, plan: Plan) -> None:
+def _receiver_main(method: str, conn: Connection, plan: Plan, keys: Keys) -> None:
+    receivers: dict[str, Callable[[Connection, Plan], dict[int, str]]] = {
+        "peernet": _recv_peernet, "peernet-curve": partial(_recv_peernet, keys=keys), "pyzmq": _recv_pyzmq,
+        "gloo": _recv_gloo}
     try:
-        conn.send(("ok", {"peernet": _recv_peernet, "pyzmq": _recv_pyzmq, "gloo": _recv_gloo}[method](conn, plan)))
+        conn.send(("ok", receivers[method](conn, plan)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -167,8 +181,8 @@ def _trials(plan: Plan, run: Callable[[int], None]) -> list[float]:
     return seconds
 
 
-def _send_peernet(conn: Connection, plan: Plan) -> dict[int, list[float]]:
-    with ZmqTransport(0) as tx:
+def _send_peernet(conn: Connection, plan: Plan, keys: Keys = None) -> dict[int, list[float]]:
+    with ZmqTransport(0, curve=_curve(keys, 0)) as tx:
         tx.connect(1, _answer(conn))
         conn.send(tx.endpoint)
 
@@ -236,11 +250,16 @@ def measure(method: str, plan: Plan) -> dict[int, list[float]]:
     """Run one method against a spawned receiver, check what arrived by digest, and always reap the child."""
     ctx = mp.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
-    proc = ctx.Process(target=_receiver_main, args=(method, child_conn, plan), daemon=True)
+    # Both key pairs are made here: each side's allowlist must hold the other's key before it binds.
+    keys: Keys = (zmq.curve_keypair(), zmq.curve_keypair()) if method == "peernet-curve" else None
+    proc = ctx.Process(target=_receiver_main, args=(method, child_conn, plan, keys), daemon=True)
     proc.start()
     try:
         child_conn.close()
-        seconds = {"peernet": _send_peernet, "pyzmq": _send_pyzmq, "gloo": _send_gloo}[method](parent_conn, plan)
+        senders: dict[str, Callable[[Connection, Plan], dict[int, list[float]]]] = {
+            "peernet": _send_peernet, "peernet-curve": partial(_send_peernet, keys=keys), "pyzmq": _send_pyzmq,
+            "gloo": _send_gloo}
+        seconds = senders[method](parent_conn, plan)
         _, digests = _answer(parent_conn)
         for size in plan.sizes:
             if digests[size] != _digest(_tensor(size, seed=size)[1]):

@@ -121,7 +121,10 @@ def _check_choices(obj: Any) -> None:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check a TOML value against a field annotation; ints are accepted where floats are expected."""
+    """Check a TOML value against a field annotation; ints are accepted where floats are expected.
+
+    Supported annotations: int, float, str, bool, ``list[X]`` of those, and ``X | None``.
+    """
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
         options = typing.get_args(annotation)
@@ -134,6 +137,17 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 continue
         names = " or ".join("none" if o is type(None) else o.__name__ for o in options)
         raise ConfigError(f"expected {names}, got {type(value).__name__} {value!r}", key=key)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list of {item.__name__}, got {type(value).__name__} {value!r}", key=key)
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_coerce(v, item, key))
+            except ConfigError as exc:
+                raise ConfigError(f"item {i}: {exc.reason}", key=key) from None
+        return items
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
@@ -208,13 +222,16 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or value.endswith(".toml") or value.startswith(".")
 
 
-def resolve_topology(settings: RunSettings) -> Any:
-    """The run's Topology: loaded from a file, or generated from a kind and ``settings.nodes``."""
+def resolve_topology(settings: RunSettings, *, key_files: bool = True) -> Any:
+    """The run's Topology: loaded from a file, or generated from a kind and ``settings.nodes``.
+
+    ``key_files=False`` skips the nodes' ``public_key_file`` entries, for callers that need only the graph.
+    """
     from peernet.core.topology import GENERATORS, generate, load_topology
 
     if settings.topology in GENERATORS:
         return generate(settings.topology, settings.nodes, seed=settings.seed)
     if _looks_like_path(settings.topology) or Path(settings.topology).exists():
-        return load_topology(settings.topology)
+        return load_topology(settings.topology, key_files=key_files)
     raise ConfigError(f"{settings.topology!r} is neither a generator ({', '.join(GENERATORS)}) "
                       "nor an existing topology file", key="topology")

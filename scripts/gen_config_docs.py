@@ -35,6 +35,8 @@ SECTIONS = [
 
 
 def _default(f: dataclasses.Field[Any]) -> str:
+    if f.default_factory is not dataclasses.MISSING:
+        return f"`{f.default_factory()!r}`".replace("'", '"')
     if f.default is dataclasses.MISSING:
         return "required"
     return "unset" if f.default is None else f"`{f.default!r}`".replace("'", '"')

@@ -37,3 +37,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+
+# CURVE keys of the reference cluster in node/ (not in git: every checkout makes its own pairs).
+if [ ! -d node/keys ]; then
+  echo "setup: creating CURVE keys in node/keys" >&2
+  .venv/bin/peernet keygen --cluster node >&2
+fi

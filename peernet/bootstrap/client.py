@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgpack
@@ -102,15 +103,18 @@ class BootstrapClient:
             raise BootstrapRejected(str(reply.get("reason", "no reason given")))
         return reply
 
-    def wait_start(self, node_id: int, incarnation: str, *, timeout: float, poll: float = 0.2
-                   ) -> dict[int, dict[str, Any]]:
+    def wait_start(self, node_id: int, incarnation: str, *, timeout: float, poll: float = 0.2,
+                   should_stop: Callable[[], bool] | None = None) -> dict[int, dict[str, Any]] | None:
         """Poll until every node registered; returns the table {id: {endpoint, public_key}}.
 
-        A bootstrap that stops answering for a while is tolerated until ``timeout`` runs out.
+        A bootstrap that stops answering for a while is tolerated until ``timeout`` runs out. Returns None
+        as soon as ``should_stop()`` is true (a node told to stop while it waits exits cleanly).
         """
         deadline = time.monotonic() + timeout
         missing: int | None = None
         while True:
+            if should_stop is not None and should_stop():
+                return None
             try:
                 reply = self.request("wait_start", id=node_id, incarnation=incarnation)
             except BootstrapUnavailable:

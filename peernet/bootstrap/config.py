@@ -26,6 +26,12 @@ class BootstrapConfig:
     node_ttl: float = field(default=15.0, metadata={"help": "seconds without a heartbeat after which a node "
                                                            "is no longer live"})
     max_nodes: int = field(default=1024, metadata={"help": "bound on registrations"})
+    secret_key: str | None = field(default=None, metadata={"help": "CURVE secret key file (mode 0600, from "
+                                   "`peernet keygen`); relative to this file. Set: only the topology's node keys "
+                                   "and client_keys_files may connect"})
+    client_keys_files: list[str] = field(default_factory=list, metadata={"help": "public key files of further "
+                                         "clients allowed to connect (with secret_key), e.g. the operator key "
+                                         "for `peernet status`; relative to this file"})
 
     def __post_init__(self) -> None:
         if not _LISTEN.fullmatch(self.listen):
@@ -35,6 +41,8 @@ class BootstrapConfig:
             raise ConfigError(f"must be > 0, got {self.node_ttl}", key="node_ttl")
         if self.max_nodes < 1:
             raise ConfigError(f"must be >= 1, got {self.max_nodes}", key="max_nodes")
+        if self.client_keys_files and self.secret_key is None:
+            raise ConfigError("client keys only mean something with CURVE: set secret_key too", key="secret_key")
 
     @property
     def registry_path(self) -> Path:
@@ -42,9 +50,11 @@ class BootstrapConfig:
 
 
 def load_bootstrap_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BootstrapConfig:
-    """Read ``bootstrap.toml``; ``run`` and ``state_dir`` are relative to the file, not to the caller's cwd."""
+    """Read ``bootstrap.toml``; its paths (run, state_dir, key files) are relative to the file, not to the cwd."""
     data = read_toml(path)
     merged = {**data, **(overrides or {})}
     config = from_mapping(BootstrapConfig, merged, source=str(path))
     base = Path(path).parent  # joining an absolute path keeps it as is
-    return replace(config, run=str(base / config.run), state_dir=str(base / config.state_dir))
+    secret = None if config.secret_key is None else str(base / config.secret_key)
+    return replace(config, run=str(base / config.run), state_dir=str(base / config.state_dir), secret_key=secret,
+                   client_keys_files=[str(base / name) for name in config.client_keys_files])

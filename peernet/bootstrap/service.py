@@ -4,123 +4,30 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 import zmq
 
 from peernet.bootstrap.config import BootstrapConfig
+from peernet.bootstrap.protocol import NODE_STATES as NODE_STATES
+from peernet.bootstrap.protocol import SCHEMAS as SCHEMAS
+from peernet.bootstrap.protocol import BadRequest, parse_request
 from peernet.bootstrap.registry import Refused, Registry, run_fingerprint
 from peernet.config import load_run_settings, resolve_topology
-from peernet.errors import TransportError
+from peernet.errors import ConfigError, TransportError
+from peernet.security.cluster import key_owners
+from peernet.security.keys import load_public_key, load_secret_key
+from peernet.security.zap import ZapHandler, user_id_of, warn_if_exposed
 
 log = logging.getLogger("peernet.bootstrap")
 
 MAX_REQUEST_BYTES = 1 << 20  # requests are a few hundred bytes; libzmq drops a peer that sends more than this
 POLL_MS = 100  # how quickly serve_forever notices its stop event
-NODE_STATES = ("training", "done", "waiting", "stopped")
-_ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
-_TOKEN = re.compile(r"[\w.:+-]+")
-_Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
-
-
-class BadRequest(Exception):
-    """A request that does not follow the protocol; answered with ok=false and counted."""
-
-
-def _int(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise BadRequest(f"expected an integer in [{lo}, {hi}], got {_brief(value)}")
-        return value
-    return check
-
-
-def _str(max_len: int, pattern: re.Pattern[str] | None = None) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or not 0 < len(value) <= max_len:
-            raise BadRequest(f"expected a string of 1 to {max_len} characters, got {_brief(value)}")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise BadRequest(f"malformed value {_brief(value)}")
-        return value
-    return check
-
-
-def _public_key(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) != 40 or not set(value) <= _Z85:
-        raise BadRequest(f"expected none or a 40-character z85 CURVE key, got {_brief(value)}")
-    return value
-
-
-def _state(value: Any) -> str:
-    if value not in NODE_STATES:
-        raise BadRequest(f"expected one of {', '.join(NODE_STATES)}, got {_brief(value)}")
-    return str(value)
-
-
-def _metrics(value: Any) -> dict[str, float | int | None]:
-    if not isinstance(value, dict) or len(value) > 64:
-        raise BadRequest(f"expected a map of at most 64 entries, got {_brief(value)}")
-    for key, item in value.items():
-        if not isinstance(key, str) or not 0 < len(key) <= 64:
-            raise BadRequest(f"metric names must be strings of 1 to 64 characters, got {_brief(key)}")
-        ok_int = isinstance(item, int) and not isinstance(item, bool) and abs(item) < 2**63
-        if not (item is None or ok_int or isinstance(item, float)):
-            raise BadRequest(f"metric {key!r} must be a number or none, got {_brief(item)}")
-    return value
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-_node_id = _int(0, 2**31 - 1)
-_incarnation = _str(64, _TOKEN)
-# Per op: field -> (validator, required). Unknown fields are refused, like unknown keys in config files.
-SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
-    "register": {"id": (_node_id, True), "endpoint": (_str(256, _ENDPOINT), True), "public_key": (_public_key, False),
-                 "fingerprint": (_str(128), True), "incarnation": (_incarnation, True)},
-    "wait_start": {"id": (_node_id, True), "incarnation": (_incarnation, True)},
-    "heartbeat": {"id": (_node_id, True), "incarnation": (_incarnation, True), "round": (_int(0, 2**62), True),
-                  "state": (_state, True), "metrics": (_metrics, False)},
-    "leave": {"id": (_node_id, True), "incarnation": (_incarnation, True)},
-    "status": {},
-}
-
-
-def parse_request(frame: bytes) -> tuple[str, dict[str, Any]]:
-    """Decode and validate one request frame into (op, fields); raises BadRequest saying what is wrong."""
-    try:
-        request = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several types (ExtraData, ValueError, StackError, ...)
-        raise BadRequest(f"not a msgpack message ({type(exc).__name__})") from None
-    if not isinstance(request, dict):
-        raise BadRequest(f"expected a msgpack map, got {type(request).__name__}")
-    op = request.get("op")
-    if not isinstance(op, str) or op not in SCHEMAS:
-        raise BadRequest(f"unknown op {_brief(op)}; expected one of {', '.join(SCHEMAS)}")
-    schema = SCHEMAS[op]
-    fields: dict[str, Any] = {}
-    for key in request:
-        if key != "op" and key not in schema:
-            raise BadRequest(f"unknown field {key[:40]!r} for op {op!r}")
-    for key, (check, required) in schema.items():
-        if key not in request:
-            if required:
-                raise BadRequest(f"op {op!r} needs field {key!r}")
-            continue
-        try:
-            fields[key] = check(request[key])
-        except BadRequest as exc:
-            raise BadRequest(f"field {key!r}: {exc}") from None
-    return op, fields
+CLIENT_USER = "client"  # the User-Id of status clients (client_keys_files): they may only ask for status
 
 
 def _finite(value: Any) -> Any:
@@ -139,12 +46,18 @@ class BootstrapService:
     """
 
     def __init__(self, config: BootstrapConfig, *, fresh: bool = False, curve_secret_key: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 client_keys: Sequence[str] = (), clock: Callable[[], float] = time.time) -> None:
         self.config = config
         settings = load_run_settings(config.run)
         self.topology = resolve_topology(settings)
         self.fingerprint = run_fingerprint(settings, self.topology)
         self.clock = clock
+        # Keys first: a bad key file is a ConfigError before anything is opened or bound.
+        secret = curve_secret_key.encode() if curve_secret_key is not None else None
+        if secret is None and config.secret_key is not None:
+            secret = load_secret_key(config.secret_key)[1]
+        clients = [k.encode() for k in client_keys] + [load_public_key(f) for f in config.client_keys_files]
+        allowed = None if secret is None else self._allowlist(clients)
         if self.topology.n > config.max_nodes:
             log.warning("topology has %d nodes but max_nodes is %d: the run can never start",
                         self.topology.n, config.max_nodes)
@@ -155,13 +68,17 @@ class BootstrapService:
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        if curve_secret_key is not None:
-            # Encryption only: without a ZAP handler any client key is accepted; node keys are checked elsewhere.
-            self._sock.curve_server = True
-            self._sock.curve_secretkey = curve_secret_key.encode()
+        self._zap: ZapHandler | None = None
         try:
+            if allowed is not None and secret is not None:
+                self._zap = ZapHandler(self._ctx, allowed, name="bootstrap")
+                self._sock.curve_server = True
+                self._sock.curve_secretkey = secret
+            else:
+                warn_if_exposed(config.listen, "the bootstrap", "Create keys with `peernet keygen --cluster DIR` "
+                                "and set secret_key and client_keys_files in bootstrap.toml (docs/bootstrap.md).")
             self._sock.bind(config.listen)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, TransportError) as exc:
             self._shutdown()
             self.registry.close()
             raise TransportError(f"bootstrap cannot listen on {config.listen}: {exc}") from None
@@ -171,25 +88,47 @@ class BootstrapService:
         self._live: set[int] = set()
         self._next_sweep = 0.0
 
+    def _allowlist(self, clients: list[bytes]) -> dict[bytes, str]:
+        """The topology's node keys (User-Id: the node id) plus the client keys (User-Id: ``client``)."""
+        unkeyed = [spec.id for spec in self.topology.nodes if spec.public_key is None]
+        if unkeyed:
+            raise ConfigError(f"the bootstrap runs CURVE but the topology has no public key for node(s) "
+                              f"{unkeyed[:10]}: they could never connect", key="secret_key")
+        owners = key_owners(self.topology)
+        allowed = {key: str(node) for key, node in owners.items()}
+        for key in clients:
+            if key in owners:
+                raise ConfigError(f"client key {key.decode()[:8]}... is node {owners[key]}'s key: give status "
+                                  "clients their own pair (keys/operator.key)", key="client_keys_files")
+            allowed[key] = CLIENT_USER
+        return allowed
+
+    @property
+    def curve(self) -> bool:
+        return self._zap is not None
+
     def serve_forever(self, stop_event: threading.Event | None = None) -> None:
         """Answer requests until ``stop_event`` (or ``close()``) is set."""
         stop = stop_event or self._stop
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        log.info("serving run %s: %d nodes expected, %s", self.fingerprint, self.topology.n,
-                 "already started" if self.registry.started else f"{len(self.registry.missing())} still missing")
+        log.info("serving run %s: %d nodes expected, %s; %s", self.fingerprint, self.topology.n,
+                 "already started" if self.registry.started else f"{len(self.registry.missing())} still missing",
+                 f"CURVE, {len(self._zap.allowed)} keys allowed" if self._zap is not None else "no CURVE")
         while not (stop.is_set() or self._stop.is_set()):
             if poller.poll(POLL_MS):
                 # Drain what is queued so a burst of heartbeats does not wait on the poll timeout.
                 while True:
                     try:
-                        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                        parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._serve_one(frames)
+                    user = user_id_of(parts[0]) if self._zap is not None else None
+                    self._serve_one([p.bytes for p in parts], user)
             self._sweep()
 
-    def _serve_one(self, frames: list[bytes]) -> None:
+    def _serve_one(self, frames: list[bytes], user: str | None = None) -> None:
+        """Answer one request; ``user`` is the connection's CURVE User-Id (None without CURVE)."""
         self.counters["requests"] += 1
         ident, rest = frames[:1], frames[1:]
         delimiter = [b""] if rest and rest[0] == b"" else []  # a REQ client puts an empty frame first
@@ -198,6 +137,10 @@ class BootstrapService:
             if len(rest) != 1:
                 raise BadRequest(f"expected one request frame, got {len(rest)}")
             op, fields = parse_request(rest[0])
+            if self._zap is not None and op != "status" and user != str(fields["id"]):
+                # Nobody speaks for another node: its key decides which id a connection may use.
+                who = "a status client" if user == CLIENT_USER else f"node {user}"
+                raise Refused(f"this connection is authenticated as {who}, not as node {fields['id']}")
             reply = self._handle(op, fields)
         except BadRequest as exc:
             self.counters["bad_requests"] += 1
@@ -281,6 +224,8 @@ class BootstrapService:
 
     def _shutdown(self) -> None:
         self._sock.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()  # its thread closes its own socket, before the context goes
         self._ctx.destroy(linger=0)
 
     def __enter__(self) -> BootstrapService:

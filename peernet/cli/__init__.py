@@ -7,9 +7,11 @@ import click
 from peernet import __version__
 from peernet.cli.bootstrap_cmd import bootstrap, status
 from peernet.cli.data_cmd import data_group
+from peernet.cli.keygen_cmd import keygen
 from peernet.cli.local_cmd import local
 from peernet.cli.node_cmd import node
 from peernet.cli.simulate_cmd import simulate
+from peernet.cli.study_cmd import report, sweep
 from peernet.cli.topology_cmd import topology_group
 
 
@@ -29,3 +31,6 @@ main.add_command(local)
 main.add_command(node)
 main.add_command(bootstrap)
 main.add_command(status)
+main.add_command(keygen)
+main.add_command(sweep)
+main.add_command(report)

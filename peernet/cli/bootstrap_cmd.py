@@ -9,12 +9,15 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from peernet.cli.common import reports_errors
 from peernet.errors import PeernetError
+
+if TYPE_CHECKING:
+    from peernet.bootstrap.client import ClientCurve
 
 
 @click.command("bootstrap")
@@ -75,15 +78,24 @@ def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
               help="refresh every SECONDS until Ctrl-C")
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
               help="seconds to wait for each of the 2 tries")
+@click.option("--secret-key", "secret_key", type=click.Path(dir_okay=False), default=None,
+              help="CURVE: our secret key file, whose public key is among the bootstrap's client_keys_files "
+                   "(e.g. keys/operator.key_secret)")
+@click.option("--server-key", default=None, help="CURVE: the bootstrap's public key (40 z85 characters)")
+@click.option("--server-key-file", type=click.Path(dir_okay=False), default=None,
+              help="CURVE: or the file holding it (e.g. keys/bootstrap.key)")
 @reports_errors
-def status(address: str, as_json: bool, watch: float | None, timeout: float) -> None:
+def status(address: str, as_json: bool, watch: float | None, timeout: float, secret_key: str | None,
+           server_key: str | None, server_key_file: str | None) -> None:
     """Show every node of the run: state, round, loss, accuracy, last heartbeat and traffic.
 
+    A bootstrap with a secret_key answers only known keys: pass --secret-key and --server-key(-file).
     Exits 2 with a message when the bootstrap does not answer (unless --watch, which keeps trying).
     """
     from peernet.bootstrap.client import BootstrapClient
 
-    with BootstrapClient(address, timeout=timeout, retries=2) as client:
+    curve = _client_curve(secret_key, server_key, server_key_file)
+    with BootstrapClient(address, timeout=timeout, retries=2, curve=curve) as client:
         if watch is None:
             _show(client.status(), as_json)
             return
@@ -100,6 +112,26 @@ def status(address: str, as_json: bool, watch: float | None, timeout: float) -> 
                 time.sleep(watch)
         except KeyboardInterrupt:
             return
+
+
+def _client_curve(secret_key: str | None, server_key: str | None, server_key_file: str | None) -> ClientCurve | None:
+    from peernet.bootstrap.client import ClientCurve
+    from peernet.security.keys import is_z85_key, load_public_key, load_secret_key
+
+    if server_key is not None and server_key_file is not None:
+        raise click.UsageError("give --server-key or --server-key-file, not both")
+    has_server = server_key is not None or server_key_file is not None
+    if secret_key is None:
+        if has_server:
+            raise click.UsageError("--server-key needs --secret-key (a key the bootstrap allows)")
+        return None
+    if not has_server:
+        raise click.UsageError("--secret-key needs the bootstrap's public key: --server-key or --server-key-file")
+    public, secret = load_secret_key(secret_key)
+    if server_key is not None and not is_z85_key(server_key):
+        raise click.BadParameter("expected 40 z85 characters", param_hint="--server-key")
+    server = server_key.encode() if server_key is not None else load_public_key(str(server_key_file))
+    return ClientCurve(server.decode(), public.decode(), secret.decode())
 
 
 def _show(reply: dict[str, Any], as_json: bool) -> None:

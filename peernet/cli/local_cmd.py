@@ -22,13 +22,16 @@ from peernet.cli.simulate_cmd import format_summary
 @click.option("--timeout", type=float, default=None, help="give up (and stop every process) after this many s")
 @click.option("--json", "as_json", is_flag=True, help="print the merged summary as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress line")
+@click.option("--curve/--no-curve", default=True, show_default=True,
+              help="CURVE-encrypt and authenticate every connection, with fresh keys in the run directory's keys/")
 @reports_errors
-def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool,
+def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool, curve: bool,
           **kwargs: Any) -> None:
     """Run a real cluster on 127.0.0.1: one bootstrap and one daemon process per node, random free ports.
 
     Takes the same settings as `peernet simulate`; the --json summary has the same keys. Exits non-zero if
-    any node fails (its log is in the run directory).
+    any node fails (its log is in the run directory). Every connection uses CURVE unless --no-curve; the
+    result is the same either way.
     """
     from peernet.node.launcher import LaunchError, LocalCluster
     from peernet.node.results import merge_run, plot_run
@@ -37,14 +40,14 @@ def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json
 
     settings = pop_settings(kwargs)
     run_dir = Path(out) if out else Path("runs") / time.strftime("local-%Y%m%d-%H%M%S")
-    cluster = LocalCluster.prepare(settings, run_dir, {"checkpoint_every": checkpoint_every})
+    cluster = LocalCluster.prepare(settings, run_dir, {"checkpoint_every": checkpoint_every}, curve=curve)
     rounds = settings.rounds if settings.rounds is not None else total_rounds(
         settings, make_task(settings, cluster.topology.n).rounds_per_epoch)
     start = time.perf_counter()
     try:
         cluster.start()
-        click.echo(f"local cluster: {cluster.topology.n} nodes, bootstrap {cluster.address}, run dir {run_dir}",
-                   err=True)
+        click.echo(f"local cluster: {cluster.topology.n} nodes, bootstrap {cluster.address}, "
+                   f"{'CURVE' if curve else 'no CURVE'}, run dir {run_dir}", err=True)
         codes = cluster.wait(rounds, progress=not quiet, timeout=timeout)
     finally:
         cluster.stop()

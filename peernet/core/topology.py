@@ -10,7 +10,8 @@ A topology file (full reference in docs/topology.md)::
     [[nodes]]
     id = 0
     endpoint = "tcp://127.0.0.1:5550"        # optional static endpoint
-    public_key = "<40 z85 characters>"       # optional CURVE public key
+    public_key = "<40 z85 characters>"       # optional CURVE public key, or instead:
+    # public_key_file = "keys/node0.key"     # a certificate file, relative to this file (read at load time)
 
 Every defect (unknown node, self-loop, duplicate edge or node, disconnected graph, bad explicit weights,
 unknown keys, wrong types) raises TopologyError naming the file, the key and the problem.
@@ -272,6 +273,11 @@ class Topology:
         for node_id in keys:
             self.index_of(node_id)
         nodes = tuple(dataclasses.replace(s, public_key=keys.get(s.id, s.public_key)) for s in self.nodes)
+        return dataclasses.replace(self, nodes=nodes)
+
+    def without_keys(self) -> Topology:
+        """A copy with no CURVE public keys (for a run without CURVE on a keyed topology)."""
+        nodes = tuple(dataclasses.replace(s, public_key=None) for s in self.nodes)
         return dataclasses.replace(self, nodes=nodes)
 
 

@@ -10,13 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peernet.errors import TopologyError
+from peernet.errors import ConfigError, TopologyError
 
 if TYPE_CHECKING:
     from peernet.core.topology import Topology
 
 _TOP_KEYS = ("name", "weights", "edges", "explicit_weights", "nodes")
-_NODE_KEYS = ("id", "endpoint", "public_key")
+_NODE_KEYS = ("id", "endpoint", "public_key", "public_key_file")
 
 
 def _toml_str(s: str) -> str:
@@ -72,8 +72,31 @@ def _reject_unknown(
             )
 
 
-def parse_topology(data: Mapping[str, Any], source: str = "<topology>") -> Topology:
-    """Build and validate a Topology from parsed TOML; errors name ``source``, the key and the problem."""
+def _key_from_file(raw: Mapping[str, Any], base_dir: Path | None, source: str, where: str) -> str:
+    """The public key a node's ``public_key_file`` names (relative to the topology file's directory)."""
+    from peernet.security.keys import load_public_key
+
+    name = raw["public_key_file"]
+    if "public_key" in raw:
+        raise TopologyError("give public_key or public_key_file, not both", file=source, key=f"{where}.public_key_file")
+    if not isinstance(name, str) or not name:
+        raise TopologyError(f"public_key_file must be a path, got {name!r}", file=source,
+                            key=f"{where}.public_key_file")
+    path = Path(name) if base_dir is None else base_dir / name  # an absolute name stays as it is
+    try:
+        return load_public_key(path).decode()
+    except ConfigError as exc:
+        raise TopologyError(str(exc), file=source, key=f"{where}.public_key_file") from None
+
+
+def parse_topology(data: Mapping[str, Any], source: str = "<topology>", *, base_dir: str | Path | None = None,
+                   key_files: bool = True) -> Topology:
+    """Build and validate a Topology from parsed TOML; errors name ``source``, the key and the problem.
+
+    A node's ``public_key_file`` is read relative to ``base_dir`` (default: the working directory) into its
+    ``public_key``; with ``key_files=False`` it is skipped (to read a graph whose keys do not exist yet).
+    """
+    base_dir = None if base_dir is None else Path(base_dir)
     from peernet.core.topology import NodeSpec, Topology  # lazy: topology.py imports this module
 
     if not isinstance(data, Mapping):
@@ -93,8 +116,11 @@ def parse_topology(data: Mapping[str, Any], source: str = "<topology>") -> Topol
         _reject_unknown(raw, _NODE_KEYS, "per-node ", source, prefix=f"nodes[{i}].")
         if "id" not in raw:
             raise TopologyError("missing required key 'id'", file=source, key=f"nodes[{i}]")
+        public_key = raw.get("public_key")
+        if "public_key_file" in raw and key_files:
+            public_key = _key_from_file(raw, base_dir, source, f"nodes[{i}]")
         try:
-            nodes.append(NodeSpec(raw["id"], raw.get("endpoint"), raw.get("public_key")))
+            nodes.append(NodeSpec(raw["id"], raw.get("endpoint"), public_key))
         except TopologyError as exc:
             raise TopologyError(exc.reason, file=source, key=f"nodes[{i}].{exc.key}") from None
     try:
@@ -109,8 +135,8 @@ def parse_topology(data: Mapping[str, Any], source: str = "<topology>") -> Topol
         raise TopologyError(exc.reason, file=source, key=exc.key) from None
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology TOML file."""
+def load_topology(path: str | Path, *, key_files: bool = True) -> Topology:
+    """Read and validate a topology TOML file (``key_files``: see :func:`parse_topology`)."""
     source = str(path)
     try:
         with open(path, "rb") as fh:
@@ -123,7 +149,7 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError("invalid TOML: the file is not UTF-8 text", file=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"invalid TOML: {exc}", file=source) from None
-    return parse_topology(data, source)
+    return parse_topology(data, source, base_dir=Path(path).parent, key_files=key_files)
 
 
 def save_topology(topo: Topology, path: str | Path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from peernet.config import from_mapping, read_toml
 from peernet.errors import ConfigError
+from peernet.security.keys import is_z85_key
+from peernet.transport.faults import FaultConfig
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,17 @@ class NodeConfig:
                                    "bootstrap"})
     max_abs: float = field(default=1e6, metadata={"help": "reject a neighbour's tensors holding any value "
                            "larger in magnitude (NaN and Inf are always rejected); 0 disables the bound"})
+    faults: FaultConfig | None = field(default=None, metadata={"help": "[faults] table: injected message "
+                                        "loss, delay, duplication, reordering, corruption and partitions for "
+                                        "testing (docs/fault-injection.md); absent: none"})
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error"),
                            "help": "stderr log level"})
+    secret_key: str | None = field(default=None, metadata={"help": "CURVE secret key file (mode 0600, from "
+                                   "`peernet keygen`); relative to this file. Set: every connection is CURVE"})
+    bootstrap_public_key: str | None = field(default=None, metadata={"help": "the bootstrap's CURVE public key "
+                                             "(40 z85 characters); needed with secret_key"})
+    bootstrap_public_key_file: str | None = field(default=None, metadata={"help": "or the file holding it "
+                                                  "(bootstrap.key); relative to this file"})
 
     def __post_init__(self) -> None:
         if self.id < 0:
@@ -60,15 +71,34 @@ class NodeConfig:
                 raise ConfigError(f"{getattr(self, key)!r} is not an endpoint like tcp://host:port", key=key)
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"{self.log_level!r} is not one of debug, info, warning, error", key="log_level")
+        if self.bootstrap_public_key is not None and self.bootstrap_public_key_file is not None:
+            raise ConfigError("give bootstrap_public_key or bootstrap_public_key_file, not both",
+                              key="bootstrap_public_key_file")
+        if self.bootstrap_public_key is not None and not is_z85_key(self.bootstrap_public_key):
+            raise ConfigError("expected 40 z85 characters (the text of bootstrap.key's public-key line)",
+                              key="bootstrap_public_key")
+        has_bootstrap_key = self.bootstrap_public_key is not None or self.bootstrap_public_key_file is not None
+        if self.secret_key is None and has_bootstrap_key:
+            raise ConfigError("a bootstrap public key needs this node's own secret_key too", key="secret_key")
+        if self.secret_key is not None and not has_bootstrap_key:
+            raise ConfigError("with secret_key every connection is CURVE, so the node needs the bootstrap's public "
+                              "key: set bootstrap_public_key_file (e.g. keys/bootstrap.key)",
+                              key="bootstrap_public_key_file")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
-    """Parse a node TOML file; ``run`` and ``state_dir`` are resolved against the file's directory."""
+    """Parse a node TOML file; its paths (run, state_dir, key files) are resolved against the file's directory."""
     data = read_toml(path)
+    # The [faults] table has its own strict parser (per-peer overrides, partitions); parse it first so a bad
+    # fault setting is reported with its dotted key.
+    faults_table = data.pop("faults", None)
+    faults = None if faults_table is None else FaultConfig.from_mapping(faults_table, source=str(path))
     cfg = from_mapping(NodeConfig, data, source=str(path))
     base = Path(path).parent
-    run = Path(cfg.run) if Path(cfg.run).is_absolute() else base / cfg.run
-    state = Path(cfg.state_dir) if Path(cfg.state_dir).is_absolute() else base / cfg.state_dir
+    run = base / cfg.run  # joining an absolute path keeps it as is
     if not run.is_file():
         raise ConfigError(f"run settings file {run} does not exist", file=str(path), key="run")
-    return replace(cfg, run=str(run), state_dir=str(state))
+    secret = None if cfg.secret_key is None else str(base / cfg.secret_key)
+    bootstrap_key = None if cfg.bootstrap_public_key_file is None else str(base / cfg.bootstrap_public_key_file)
+    return replace(cfg, run=str(run), state_dir=str(base / cfg.state_dir), secret_key=secret,
+                   bootstrap_public_key_file=bootstrap_key, faults=faults)

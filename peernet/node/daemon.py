@@ -19,14 +19,19 @@ from peernet.bootstrap.client import BootstrapClient, new_incarnation
 from peernet.bootstrap.registry import run_fingerprint
 from peernet.config import RunSettings, load_run_settings, resolve_topology
 from peernet.core.algorithms import HyperParams, get_algorithm
+from peernet.core.topology import GENERATORS
 from peernet.errors import ConfigError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
 from peernet.node.config import NodeConfig
+from peernet.node.curve import load_node_keys
 from peernet.node.exchange import Exchange, RoundAbandoned
 from peernet.node.heartbeat import Heartbeat
+from peernet.security.zap import warn_if_exposed
 from peernet.sim.run import eval_interval, total_rounds
 from peernet.sim.tasks import ImageTask, QuadraticTask, make_task
+from peernet.transport import Transport
+from peernet.transport.faults import FaultyTransport
 from peernet.transport.zmq_transport import ZmqTransport
 from peernet.wire.messages import TensorSpec
 
@@ -55,6 +60,8 @@ class NodeDaemon:
         self.index = self.topology.index_of(cfg.id)
         self.neighbours = {j: self.topology.weight(cfg.id, j) for j in self.topology.neighbours(cfg.id)}
         self.fingerprint = run_fingerprint(self.settings, self.topology)
+        topology_file = None if self.settings.topology in GENERATORS else self.settings.topology
+        self.keys = load_node_keys(cfg, self.topology, topology_file=topology_file)
         self.state_dir = Path(cfg.state_dir)
         self.stop_event = threading.Event()
         self.device = resolve_device(cfg.device)
@@ -95,10 +102,20 @@ class NodeDaemon:
         dtype_name = "float64" if dtype == torch.float64 else "float32"
         layout = {name: TensorSpec(name, dtype_name, (task.dim,)) for name in algorithm.sent}
         payload = sum(s.nbytes for s in layout.values())
-        transport = ZmqTransport(self.cfg.id, bind=self.cfg.listen, advertise=self.cfg.advertise,
-                                 max_msg_size=2 * payload + (1 << 20))
+        keys = self.keys
+        if keys is None:
+            warn_if_exposed(self.cfg.listen, f"node {self.cfg.id}", "Create keys with `peernet keygen --cluster "
+                            "DIR` and set secret_key and bootstrap_public_key_file (docs/node.md, CURVE).")
+        transport: Transport = ZmqTransport(self.cfg.id, bind=self.cfg.listen, advertise=self.cfg.advertise,
+                                            max_msg_size=2 * payload + (1 << 20),
+                                            curve=None if keys is None else keys.transport())
+        faulty = None
+        if self.cfg.faults is not None:
+            faulty = FaultyTransport(transport, self.cfg.faults)
+            transport = faulty
+            log.warning("fault injection is on: %s", self.cfg.faults)
         client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
-                                 retries=self.cfg.bootstrap_retries)
+                                 retries=self.cfg.bootstrap_retries, curve=None if keys is None else keys.client())
         incarnation = new_incarnation()
         exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout,
                             max_abs=self.cfg.max_abs or None, round_timeout=self.cfg.round_timeout,
@@ -111,19 +128,28 @@ class NodeDaemon:
         try:
             log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, transport.endpoint,
                      self.cfg.bootstrap)
-            client.register(self.cfg.id, transport.endpoint, fingerprint=self.fingerprint, incarnation=incarnation)
-            table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout)
+            client.register(self.cfg.id, transport.endpoint, fingerprint=self.fingerprint, incarnation=incarnation,
+                            public_key=None if keys is None else keys.public.decode())
+            table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout,
+                                      should_stop=self.stop_event.is_set)
+            if table is None:
+                log.info("stopped while waiting for the start signal")
+                summary.update({"final_round": r, "finished": False})
+                return summary
             for j in self.neighbours:
                 transport.connect(j, table[j]["endpoint"])
-            heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event)
+            heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event, curve=None if keys is None else keys.client())
             heartbeat.start()
             exchange.hello(start_round, transport.endpoint)
-            log.info("started: %d rounds, neighbours %s, device %s", rounds, sorted(self.neighbours), self.device)
+            log.info("started: %d rounds, neighbours %s, device %s, %s", rounds, sorted(self.neighbours), self.device,
+                     "CURVE" if keys else "no CURVE")
             metrics.write({"event": "start", "round": start_round, "time": time.time(), "incarnation": incarnation})
             while r < rounds and not self.stop_event.is_set():
                 for j, endpoint in heartbeat.take_endpoint_updates().items():
                     if j in self.neighbours:
                         transport.connect(j, endpoint)
+                if faulty is not None:
+                    faulty.set_round(r)
                 snapshot = (x.clone(), {k: v.clone() for k, v in state.items()})
                 t0 = time.perf_counter()
                 loss, grad = task.node_loss_grad(self.index, x, r)
@@ -197,7 +223,7 @@ class NodeDaemon:
 
 
 def _counters(stats: dict[str, int]) -> dict[str, int]:
-    return {"bytes_out": stats.get("bytes_out", 0), "bytes_in": stats.get("bytes_in", 0)}
+    return {key: stats.get(key, 0) for key in ("bytes_out", "bytes_in", "auth_mismatch")}
 
 
 def _fmt(ev: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from peernet.core.mixing import mix_one
 from peernet.errors import CodecError
-from peernet.transport.zmq_transport import ZmqTransport
+from peernet.transport import Transport
 from peernet.wire.codec import check_finite, decode, decode_header, encode, specs_of
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, TensorSpec
 
@@ -38,7 +38,7 @@ class RoundAbandoned(Exception):
 class Exchange:
     """Per-round message exchange with the node's neighbours over a transport."""
 
-    def __init__(self, transport: ZmqTransport, node_id: int, run: str, neighbours: Mapping[int, float],
+    def __init__(self, transport: Transport, node_id: int, run: str, neighbours: Mapping[int, float],
                  layout: Mapping[str, TensorSpec], *, max_abs: float | None = None,
                  round_timeout: float = 30.0, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.transport = transport

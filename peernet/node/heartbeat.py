@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from peernet.bootstrap.client import BootstrapClient
+from peernet.bootstrap.client import BootstrapClient, ClientCurve
 from peernet.errors import PeernetError
 from peernet.node.config import NodeConfig
 
@@ -21,8 +21,10 @@ log = logging.getLogger("peernet.node")
 class Heartbeat:
     """``update(**fields)`` from the training loop; a thread sends the latest fields every interval."""
 
-    def __init__(self, cfg: NodeConfig, incarnation: str, stop_event: threading.Event) -> None:
+    def __init__(self, cfg: NodeConfig, incarnation: str, stop_event: threading.Event, *,
+                 curve: ClientCurve | None = None) -> None:
         self.cfg = cfg
+        self.curve = curve
         self.incarnation = incarnation
         self._fields: dict[str, Any] = {"round": 0, "state": "training"}
         self._lock = threading.Lock()
@@ -57,7 +59,7 @@ class Heartbeat:
 
     def _loop(self) -> None:
         client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
-                                 retries=self.cfg.bootstrap_retries)
+                                 retries=self.cfg.bootstrap_retries, curve=self.curve)
         try:
             while True:
                 self._send(client)

@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from peernet.bootstrap.client import ClientCurve
 from peernet.config import RunSettings, resolve_topology
 from peernet.core.topology import Topology, save_topology
 from peernet.errors import PeernetError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.metrics.progress import Progress
+from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY, node_key_name
+from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_keypairs, load_public_key, load_secret_key
 
 
 class LaunchError(PeernetError):
@@ -33,11 +36,17 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> None:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None]
+    """Flat keys first, then one ``[table]`` per dict value (e.g. a node's ``[faults]``)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -49,16 +58,31 @@ class LocalCluster:
     settings: RunSettings
     topology: Topology
     node_options: dict[str, Any]
+    curve: bool = True
     bootstrap: subprocess.Popen[bytes] | None = None
     nodes: dict[int, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
     address: str = ""
 
     @classmethod
-    def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None
-                ) -> LocalCluster:
+    def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
+                curve: bool = True) -> LocalCluster:
+        """Write the run directory. With ``curve`` (the default) every connection is CURVE: key pairs for
+        the nodes, the bootstrap and an operator go to ``out/keys/`` (kept if already there), the topology
+        carries the public keys and the configs name the key files. Without it the topology has no keys.
+        """
         out = Path(out)
-        topology = resolve_topology(settings)  # before creating anything: a bad topology leaves no trace
+        # Before creating anything, so a bad topology leaves no trace. Its keys are not read: the run makes its own.
+        topology = resolve_topology(settings, key_files=False)
         out.mkdir(parents=True, exist_ok=True)
+        boot: dict[str, Any] = {"listen": "tcp://127.0.0.1:*", "run": "run.toml", "state_dir": "bootstrap"}
+        if curve:
+            names = [node_key_name(i) for i in topology.ids] + [BOOTSTRAP_KEY, OPERATOR_KEY]
+            public = ensure_keypairs(out / KEYS_DIR, names)
+            topology = topology.with_keys({i: public[node_key_name(i)].decode() for i in topology.ids})
+            boot |= {"secret_key": f"{KEYS_DIR}/{BOOTSTRAP_KEY}{SECRET_SUFFIX}",
+                     "client_keys_files": [f"{KEYS_DIR}/{OPERATOR_KEY}{PUBLIC_SUFFIX}"]}
+        else:
+            topology = topology.without_keys()
         save_topology(topology, out / "topology.toml")
         run = dataclasses.asdict(settings)
         run["topology"] = "topology.toml"
@@ -66,9 +90,16 @@ class LocalCluster:
         if run["data_dir"] is not None:
             run["data_dir"] = str(Path(run["data_dir"]).resolve())
         write_toml(out / "run.toml", run)
-        write_toml(out / "bootstrap.toml", {"listen": "tcp://127.0.0.1:*", "run": "run.toml",
-                                            "state_dir": "bootstrap"})
-        return cls(out=out, settings=settings, topology=topology, node_options=dict(node_options or {}))
+        write_toml(out / "bootstrap.toml", boot)
+        return cls(out=out, settings=settings, topology=topology, node_options=dict(node_options or {}), curve=curve)
+
+    def client_curve(self) -> ClientCurve | None:
+        """The operator's keys for a BootstrapClient talking to this cluster's bootstrap (None without CURVE)."""
+        if not self.curve:
+            return None
+        public, secret = load_secret_key(self.out / KEYS_DIR / f"{OPERATOR_KEY}{SECRET_SUFFIX}")
+        server = load_public_key(self.out / KEYS_DIR / f"{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}")
+        return ClientCurve(server.decode(), public.decode(), secret.decode())
 
     def node_config_path(self, node_id: int) -> Path:
         return self.out / f"node{node_id}.toml"
@@ -97,6 +128,9 @@ class LocalCluster:
     def start_node(self, node_id: int, *, fresh: bool = True) -> subprocess.Popen[bytes]:
         cfg = {"id": node_id, "run": "run.toml", "listen": "tcp://127.0.0.1:*", "bootstrap": self.address,
                "state_dir": str(self.state_dir(node_id).relative_to(self.out)), **self.node_options}
+        if self.curve:
+            cfg |= {"secret_key": f"{KEYS_DIR}/{node_key_name(node_id)}{SECRET_SUFFIX}",
+                    "bootstrap_public_key_file": f"{KEYS_DIR}/{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}"}
         write_toml(self.node_config_path(node_id), cfg)
         self.state_dir(node_id).mkdir(parents=True, exist_ok=True)
         log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab")

@@ -42,7 +42,7 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     With ``out_dir`` the settings, ``metrics.jsonl`` (one record per round and per evaluation) and
     ``summary.json`` are written there.
     """
-    topology = resolve_topology(settings)
+    topology = resolve_topology(settings, key_files=False)  # the simulator needs the graph, not CURVE keys
     task = make_task(settings, topology.n)
     hp = HyperParams(lr=settings.step_size, beta=settings.beta, weight_decay=settings.weight_decay)
     sim = Simulator(task, topology, get_algorithm(settings.algorithm), hp, mode=mode)

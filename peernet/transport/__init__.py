@@ -24,7 +24,8 @@ class Transport(Protocol):
     """What the node daemon uses; synchronous, driven from one loop thread.
 
     ``stats`` counts bytes_out, bytes_in, msgs_out, msgs_in (payload frames only), send_would_block,
-    bad_identity (inbound routing id that is no node id) and oversize (inbound message over max_msg_size).
+    bad_identity (inbound routing id that is no node id), oversize (inbound message over max_msg_size) and
+    auth_mismatch (CURVE: inbound routing id that is not the node the connection's key belongs to).
     """
 
     node_id: int

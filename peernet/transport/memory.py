@@ -60,7 +60,8 @@ class MemoryTransport:
         self._peers: dict[int, str] = {}
         self._closed = False
         self.stats: dict[str, int] = dict.fromkeys(
-            ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize"), 0
+            ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize",
+             "auth_mismatch"), 0
         )
         hub._register(self)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,9 @@ from types import TracebackType
 import zmq
 
 from peernet.errors import TransportError
+from peernet.security.zap import ZapHandler, user_id_of
+
+log = logging.getLogger("peernet.transport")
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 5000
@@ -22,11 +26,24 @@ _MAX_ID_DIGITS = 10
 
 @dataclass(frozen=True)
 class CurveKeys:
-    """Our CURVE keypair and the public key of every peer we may dial (z85 bytes, as from ``zmq.curve_keypair``)."""
+    """Our CURVE keypair and our peers' public keys (z85 bytes, as from ``zmq.curve_keypair``).
+
+    ``peers`` is both whom we may dial and the ROUTER's allowlist: only these keys get through, and a
+    connection with peer j's key may only speak as node j.
+    """
 
     public: bytes
     secret: bytes
     peers: Mapping[int, bytes] = field(default_factory=dict)
+
+    def allowlist(self) -> dict[bytes, str]:
+        """Peer public key -> the User-Id (the node id in decimal) the ZAP handler gives its connections."""
+        owners: dict[bytes, str] = {}
+        for peer, key in self.peers.items():
+            if key in owners:
+                raise TransportError(f"peers {owners[key]} and {peer} have the same CURVE public key")
+            owners[key] = encode_routing_id(peer).decode()
+        return owners
 
 
 def encode_routing_id(node_id: int) -> bytes:
@@ -64,6 +81,11 @@ class ZmqTransport:
     Frames of 64 KiB or more are sent zero-copy (pyzmq's ``copy_threshold``): the caller must not modify
     a sent buffer afterwards, since libzmq's I/O thread may still be reading it. Send a snapshot.
 
+    With ``curve`` the ROUTER is a CURVE server whose ZAP handler admits exactly ``curve.peers``' keys, and a
+    message whose routing id is not the node its key belongs to is dropped and counted in
+    ``stats["auth_mismatch"]``: nobody can speak for another node. Such a transport runs the ZAP handler of
+    its ZeroMQ context, so two CURVE transports cannot share one context.
+
     ``max_msg_size`` bounds the total payload of a delivered message. libzmq's ``MAXMSGSIZE`` applies per
     frame, so a single oversized frame gets its peer disconnected there, while a message of many small
     frames that adds up to more is dropped here and counted in ``stats["oversize"]``.
@@ -92,14 +114,18 @@ class ZmqTransport:
         self._dealers: dict[int, tuple[str, zmq.Socket]] = {}
         self._closed = False
         self.stats: dict[str, int] = dict.fromkeys(
-            ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize"), 0
+            ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize",
+             "auth_mismatch"), 0
         )
+        self._zap: ZapHandler | None = None
         self._router: zmq.Socket = self._ctx.socket(zmq.ROUTER)
         try:
             self._configure_common(self._router)
             self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self._router.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
             if curve is not None:
+                # The handler must answer before the first peer connects, so it starts before the bind.
+                self._zap = ZapHandler(self._ctx, curve.allowlist(), name=f"node {node_id}")
                 self._router.curve_server = True
                 self._router.curve_publickey = curve.public
                 self._router.curve_secretkey = curve.secret
@@ -199,6 +225,8 @@ class ZmqTransport:
             sender = decode_routing_id(parts[0].bytes)
             if sender is None:
                 self.stats["bad_identity"] += 1
+            elif self._zap is not None and user_id_of(parts[0]) != parts[0].bytes.decode():
+                self._auth_mismatch(sender, user_id_of(parts[0]))
             else:
                 frames = [p.buffer for p in parts[1:]]
                 size = sum(f.nbytes for f in frames)
@@ -211,6 +239,13 @@ class ZmqTransport:
             if time.monotonic() >= deadline:
                 return None
 
+    def _auth_mismatch(self, routing_id: int, user: str | None) -> None:
+        self.stats["auth_mismatch"] += 1
+        count = self.stats["auth_mismatch"]
+        if count <= 10 or count % 1000 == 0:
+            log.warning("node %d: dropped a message sent as node %d over a connection authenticated as %s "
+                        "(%d such so far)", self.node_id, routing_id, f"node {user}" if user else "nobody", count)
+
     def close(self) -> None:
         """Close every socket with linger 0 (and our own context); safe to call twice."""
         if self._closed:
@@ -219,6 +254,8 @@ class ZmqTransport:
         for peer in list(self._dealers):
             self.disconnect(peer)
         self._router.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
         if self._own_context:
             self._ctx.term()
 

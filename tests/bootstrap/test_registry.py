@@ -216,10 +216,25 @@ def test_config_paths_relative_to_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "key"), [('lisen = "tcp://x:1"', "lisen"), ("node_ttl = 0", "node_ttl"),
                                            ("max_nodes = 0", "max_nodes"), ('listen = "5550"', "listen"),
-                                           ('node_ttl = "15"', "node_ttl")])
+                                           ('node_ttl = "15"', "node_ttl"),
+                                           ('client_keys_files = "keys/operator.key"', "client_keys_files"),
+                                           ('secret_key = "s"\nclient_keys_files = ["a.key", 3]', "client_keys_files"),
+                                           ('client_keys_files = ["keys/operator.key"]', "secret_key")])
 def test_config_rejects_bad_keys(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bootstrap.toml"
     path.write_text(text + "\n")
     with pytest.raises(ConfigError, match=f"key '{key}'"):
         load_bootstrap_config(path)
     assert BootstrapConfig().listen == "tcp://127.0.0.1:5550"
+
+
+def test_config_key_lists(tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.toml"
+    path.write_text('secret_key = "s"\nclient_keys_files = ["a.key", 3]\n')
+    with pytest.raises(ConfigError, match=r"key 'client_keys_files': item 1: expected str, got int 3"):
+        load_bootstrap_config(path)
+    path.write_text('secret_key = "/abs/b.key_secret"\nclient_keys_files = ["keys/a.key", "/abs/c.key"]\n')
+    config = load_bootstrap_config(path)
+    assert config.secret_key == "/abs/b.key_secret"
+    assert config.client_keys_files == [str(tmp_path / "keys" / "a.key"), "/abs/c.key"]
+    assert BootstrapConfig().client_keys_files == [] and BootstrapConfig().secret_key is None

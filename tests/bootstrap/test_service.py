@@ -16,7 +16,9 @@ import zmq
 from peernet.bootstrap.client import BootstrapClient, ClientCurve, new_incarnation
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
+from peernet.core.topology import generate, save_topology
 from peernet.errors import BootstrapRejected, BootstrapUnavailable, ConfigError, TransportError
+from peernet.security.keys import ensure_keypairs, load_public_key, load_secret_key
 from tests.bootstrap import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -227,17 +229,58 @@ def test_bind_failure_is_transport_error(config_path: Path) -> None:
     BootstrapService(taken).close()  # the failed attempt released its registry lock
 
 
+def _keyed_run(tmp_path: Path) -> Path:
+    """bootstrap.toml naming keys/bootstrap.key_secret and keys/operator.key, over a ring whose nodes have keys."""
+    config = write_config(tmp_path)
+    public = ensure_keypairs(tmp_path / "keys", ["node0", "node1", "node2", "bootstrap", "operator"])
+    save_topology(generate("ring", 3).with_keys({i: public[f"node{i}"].decode() for i in range(3)}),
+                  tmp_path / "topology.toml")
+    with config.open("a") as fh:
+        fh.write('secret_key = "keys/bootstrap.key_secret"\nclient_keys_files = ["keys/operator.key"]\n')
+    return config
+
+
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
-def test_curve_encrypted_client(config_path: Path) -> None:
-    server_public, server_secret = zmq.curve_keypair()
-    client_public, client_secret = zmq.curve_keypair()
-    with BootstrapService(load_bootstrap_config(config_path), curve_secret_key=server_secret.decode()) as svc:
+def test_curve_keys_from_config(tmp_path: Path) -> None:
+    config = load_bootstrap_config(_keyed_run(tmp_path))
+    assert config.secret_key == str(tmp_path / "keys" / "bootstrap.key_secret")
+    assert config.client_keys_files == [str(tmp_path / "keys" / "operator.key")]
+    server = load_public_key(tmp_path / "keys" / "bootstrap.key").decode()
+    with BootstrapService(config) as svc:
         svc.start_in_thread()
-        curve = ClientCurve(server_public.decode(), client_public.decode(), client_secret.decode())
-        with BootstrapClient(svc.endpoint, timeout=2.0, retries=1, curve=curve) as client:
-            assert client.status()["ok"]
+        assert svc.curve
+        for name in ("operator", "node1"):  # a status client and any node may ask for status
+            public, secret = load_secret_key(tmp_path / "keys" / f"{name}.key_secret")
+            curve = ClientCurve(server, public.decode(), secret.decode())
+            with BootstrapClient(svc.endpoint, timeout=2.0, retries=1, curve=curve) as client:
+                assert client.status()["ok"]
         with BootstrapClient(svc.endpoint, timeout=0.3, retries=1) as plain, pytest.raises(BootstrapUnavailable):
             plain.status()
+
+
+def test_curve_needs_keys_for_every_node_and_distinct_client_keys(tmp_path: Path) -> None:
+    config = _keyed_run(tmp_path)
+    save_topology(generate("ring", 3), tmp_path / "topology.toml")  # the keys are gone from the topology
+    with pytest.raises(ConfigError, match=r"no public key for node\(s\) \[0, 1, 2\]"):
+        BootstrapService(load_bootstrap_config(config))
+    _keyed_run(tmp_path / "b")
+    (tmp_path / "b" / "keys" / "operator.key").write_text((tmp_path / "b" / "keys" / "node1.key").read_text())
+    with pytest.raises(ConfigError, match=r"client key .* is node 1's key"):
+        BootstrapService(load_bootstrap_config(tmp_path / "b" / "bootstrap.toml"))
+    (tmp_path / "b" / "keys" / "operator.key").unlink()
+    with pytest.raises(ConfigError, match=r"operator\.key: public key file not found; run `peernet keygen --cluster"):
+        BootstrapService(load_bootstrap_config(tmp_path / "b" / "bootstrap.toml"))
+
+
+def test_plain_bootstrap_beyond_loopback_warns(config_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="peernet.security"):
+        BootstrapService(load_bootstrap_config(config_path)).close()
+        assert not caplog.records  # loopback: nobody else can reach it
+        # Pretend 127.0.0.1 were a public address, so that no test ever listens beyond loopback.
+        monkeypatch.setattr("peernet.security.zap.is_loopback", lambda address: False)
+        BootstrapService(load_bootstrap_config(config_path)).close()
+    assert "traffic is unauthenticated" in caplog.text and "secret_key and client_keys_files" in caplog.text
 
 
 def test_status_replaces_non_finite_metrics(service: BootstrapService, client: BootstrapClient) -> None:

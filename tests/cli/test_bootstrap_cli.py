@@ -20,6 +20,8 @@ from peernet.bootstrap.client import BootstrapClient
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
 from peernet.cli.bootstrap_cmd import bootstrap, format_status, human_bytes, status
+from peernet.core.topology import generate, save_topology
+from peernet.security.keys import ensure_keypairs
 from tests.bootstrap import write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,3 +123,35 @@ def test_bootstrap_process_serves_and_exits_cleanly(tmp_path: Path, sig: signal.
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_status_with_curve_keys(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    public = ensure_keypairs(tmp_path / "keys", ["node0", "node1", "node2", "bootstrap", "operator", "stranger"])
+    save_topology(generate("ring", 3).with_keys({i: public[f"node{i}"].decode() for i in range(3)}),
+                  tmp_path / "topology.toml")
+    with config.open("a") as fh:
+        fh.write('secret_key = "keys/bootstrap.key_secret"\nclient_keys_files = ["keys/operator.key"]\n')
+    keys = tmp_path / "keys"
+    with BootstrapService(load_bootstrap_config(config)) as svc:
+        svc.start_in_thread()
+        base = ["--bootstrap", svc.endpoint, "--timeout", "0.3"]
+        ok = CliRunner().invoke(status, [*base, "--secret-key", str(keys / "operator.key_secret"),
+                                         "--server-key-file", str(keys / "bootstrap.key")])
+        assert ok.exit_code == 0, ok.output
+        assert ok.output.startswith("run not started: 0/3 nodes live")
+        inline = CliRunner().invoke(status, [*base, "--json", "--secret-key", str(keys / "operator.key_secret"),
+                                             "--server-key", public["bootstrap"].decode()])
+        assert inline.exit_code == 0 and json.loads(inline.output)["expected"] == 3
+        for args in ([], ["--secret-key", str(keys / "stranger.key_secret"),
+                          "--server-key-file", str(keys / "bootstrap.key")]):
+            refused = CliRunner().invoke(status, [*base, *args])  # no CURVE, or a key the bootstrap does not know
+            assert refused.exit_code == 2 and "did not answer" in refused.output
+    for args, message in ((["--server-key", public["bootstrap"].decode()], "--server-key needs --secret-key"),
+                          (["--secret-key", str(keys / "operator.key_secret")], "needs the bootstrap's public key"),
+                          (["--secret-key", str(keys / "operator.key_secret"), "--server-key", "x"],
+                           "expected 40 z85 characters"),
+                          (["--secret-key", str(keys / "operator.key_secret"), "--server-key", "x",
+                            "--server-key-file", "y"], "not both")):
+        result = CliRunner().invoke(status, ["--bootstrap", "tcp://127.0.0.1:1", *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -24,6 +24,7 @@ from peernet.core.topology import (
     save_topology,
 )
 from peernet.errors import ConfigError, TopologyError
+from peernet.security.keys import ensure_keypairs
 
 KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # a valid z85 CURVE public key (40 chars)
 
@@ -354,3 +355,37 @@ def test_load_errors_name_the_file(tmp_path: Path, content: bytes | None, messag
 def test_save_to_missing_directory_is_a_topology_error(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="cannot write file"):
         save_topology(generate("ring", 3), tmp_path / "missing" / "t.toml")
+
+
+def test_public_key_file_is_read_relative_to_the_topology_file(tmp_path: Path) -> None:
+    keys = ensure_keypairs(tmp_path / "cluster" / "keys", ["node0", "node1"])
+    path = tmp_path / "cluster" / "topology.toml"
+    path.write_text('edges = [[0, 1], [1, 2]]\n[[nodes]]\nid = 0\npublic_key_file = "keys/node0.key"\n'
+                    f'[[nodes]]\nid = 1\npublic_key_file = "{tmp_path}/cluster/keys/node1.key"\n'
+                    f'[[nodes]]\nid = 2\npublic_key = "{KEY}"\n')
+    topo = load_topology(path)
+    assert [s.public_key for s in topo.nodes] == [keys["node0"].decode(), keys["node1"].decode(), KEY]
+    assert parse_topology(tomllib.loads(topo.to_toml())) == topo  # saved inline, loaded back the same
+    assert all(s.public_key is None for s in topo.without_keys().nodes)
+    assert topo.without_keys().fingerprint() == topo.fingerprint()
+    (tmp_path / "cluster" / "keys" / "node0.key").unlink()
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    assert str(info.value) == (f"{path}: key 'nodes[0].public_key_file': {tmp_path}/cluster/keys/node0.key: public "
+                               f"key file not found; run `peernet keygen --cluster {tmp_path}/cluster` to create the "
+                               "cluster's keys")
+    without = load_topology(path, key_files=False)  # the graph alone, before any key exists
+    assert [s.public_key for s in without.nodes] == [None, None, KEY]
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"id": 1, "public_key": KEY, "public_key_file": "k.key"}, "give public_key or public_key_file, not both"),
+    ({"id": 1, "public_key_file": 3}, "public_key_file must be a path, got 3"),
+    ({"id": 1, "public_key_file": "garbage.key"}, "not a ZeroMQ CURVE certificate"),
+])
+def test_public_key_file_defects(tmp_path: Path, node: dict[str, Any], message: str) -> None:
+    (tmp_path / "garbage.key").write_text("hello\n")
+    data = ring3(nodes=[{"id": 0}, node, {"id": 2}])
+    with pytest.raises(TopologyError, match=message) as info:
+        parse_topology(data, "topo.toml", base_dir=tmp_path)
+    assert info.value.key == "nodes[1].public_key_file"

@@ -20,12 +20,15 @@ CLUSTER_TIMEOUT = 300
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
-    """``make_cluster(settings, **node_options)`` prepares a run directory; every process is stopped at the end."""
+    """``make_cluster(settings, **node_options)`` prepares a run directory; every process is stopped at the end.
+
+    Clusters run with CURVE, as `peernet local` does, unless ``curve=False``.
+    """
     made: list[LocalCluster] = []
 
-    def factory(settings: RunSettings, name: str = "run", **node_options: Any) -> LocalCluster:
+    def factory(settings: RunSettings, name: str = "run", curve: bool = True, **node_options: Any) -> LocalCluster:
         options = {"checkpoint_every": 5, "round_timeout": 10.0, "bootstrap_timeout": 1.0, **node_options}
-        cluster = LocalCluster.prepare(settings, tmp_path / name, options)
+        cluster = LocalCluster.prepare(settings, tmp_path / name, options, curve=curve)
         made.append(cluster)
         return cluster
 

@@ -14,6 +14,7 @@ from peernet.config import RunSettings
 from peernet.node.checkpoint import load_checkpoint
 from peernet.node.launcher import LocalCluster, write_toml
 from peernet.node.results import final_params
+from peernet.security.keys import ensure_keypairs, load_public_key, load_secret_key
 from peernet.sim.run import run_simulation
 from tests.node.conftest import run_cli, wait_all, wait_for_round
 
@@ -92,14 +93,22 @@ def _register_stranger(cluster: LocalCluster, tmp_path: Path, node_id: int, run_
     d.mkdir()
     run = {k: v for k, v in json.loads(json.dumps(cluster.settings.__dict__)).items() if v is not None}
     run.update(run_overrides)
+    # With CURVE the stranger holds the cluster's key for its id, or a key of its own for an id the cluster lacks.
+    secret = cluster.out / "keys" / f"node{node_id}.key_secret"
+    if not secret.exists():
+        ensure_keypairs(d / "keys", [f"node{node_id}"])
+        secret = d / "keys" / f"node{node_id}.key_secret"
     if topology_nodes is not None:
-        save_topology(generate("ring", topology_nodes), d / "topology.toml")
+        keys = {i: load_public_key(cluster.out / "keys" / f"node{i}.key").decode() for i in cluster.topology.ids}
+        keys[node_id] = load_secret_key(secret)[0].decode()
+        save_topology(generate("ring", topology_nodes).with_keys(keys), d / "topology.toml")
     else:
         (d / "topology.toml").write_text((cluster.out / "topology.toml").read_text())
     run["topology"] = "topology.toml"
     write_toml(d / "run.toml", run)
     write_toml(d / "node.toml", {"id": node_id, "run": "run.toml", "bootstrap": cluster.address,
-                                 "state_dir": "state", "bootstrap_timeout": 2.0})
+                                 "state_dir": "state", "bootstrap_timeout": 2.0, "secret_key": str(secret),
+                                 "bootstrap_public_key_file": str(cluster.out / "keys" / "bootstrap.key")})
     return run_cli(["node", "--config", str(d / "node.toml")], timeout=120)
 
 
@@ -114,9 +123,10 @@ def test_bootstrap_rejections_are_printed_and_exit_nonzero(make_cluster: Any, tm
     assert fingerprint.returncode == 3
     assert "fingerprint mismatch" in fingerprint.stderr
 
+    # A key the bootstrap does not know gets no answer at all (the CURVE handshake fails): exit status 4.
     unknown = _register_stranger(cluster, tmp_path, 3, {}, topology_nodes=4)
-    assert unknown.returncode == 3
-    assert "unknown node id 3" in unknown.stderr
+    assert unknown.returncode == 4
+    assert "did not answer" in unknown.stderr
 
     duplicate = _register_stranger(cluster, tmp_path, 0, {})
     assert duplicate.returncode == 3
@@ -130,7 +140,7 @@ def wait_registered(cluster: LocalCluster, node_id: int, timeout: float = 60.0) 
     from peernet.bootstrap.client import BootstrapClient
 
     deadline = time.monotonic() + timeout
-    with BootstrapClient(cluster.address, timeout=1.0, retries=3) as client:
+    with BootstrapClient(cluster.address, timeout=1.0, retries=3, curve=cluster.client_curve()) as client:
         while time.monotonic() < deadline:
             nodes = client.status().get("nodes", [])
             if any(n["id"] == node_id and n.get("live") for n in nodes):

@@ -229,6 +229,23 @@ def test_curve_pair_exchanges_and_plain_dealer_is_refused(make: Factory) -> None
         a.connect(7, "tcp://127.0.0.1:1")
 
 
+def test_curve_allowlist_setup_errors(make: Factory) -> None:
+    pub_a, sec_a = zmq.curve_keypair()
+    pub_b, _ = zmq.curve_keypair()
+    with pytest.raises(TransportError, match="peers 2 and 3 have the same CURVE public key"):
+        make(1, curve=CurveKeys(pub_a, sec_a, {2: pub_b, 3: pub_b}))
+    ctx = zmq.Context()
+    try:
+        first = make(1, curve=CurveKeys(pub_a, sec_a, {2: pub_b}), context=ctx)
+        # libzmq has one ZAP endpoint per context: a second CURVE transport there cannot enforce its own list.
+        with pytest.raises(TransportError, match="one per ZeroMQ context"):
+            ZmqTransport(2, curve=CurveKeys(pub_a, sec_a, {1: pub_b}), context=ctx)
+        first.close()
+    finally:
+        ctx.term()
+    assert make(4).stats["auth_mismatch"] == 0
+
+
 def test_advertise_and_errors(make: Factory) -> None:
     t = make(4, advertise="node4.example")
     port = t.endpoint.rsplit(":", 1)[1]

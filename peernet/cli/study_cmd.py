@@ -1,0 +1,69 @@
+"""``peernet sweep`` and ``peernet report``: run a study grid of simulations, then tabulate and plot it."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from peernet.cli.common import reports_errors
+
+
+@click.command("sweep")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="study TOML file: [base] settings, [grid] axes, optional [selection] (see docs/study.md)")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="sweep directory (default: runs/sweep-<name>); rerunning into it resumes the sweep")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="cells run in parallel, one process and one torch thread each (default: number of cores; "
+                   "1: in this process)")
+@click.option("--json", "as_json", is_flag=True, help="print what was run as one JSON object on the last line")
+@click.option("--quiet", is_flag=True, help="no progress line")
+@reports_errors
+def sweep(config_file: str, out: str | None, jobs: int | None, as_json: bool, quiet: bool) -> None:
+    """Run every cell of a study (the cartesian product of its grid), each into DIR/cells/<id>/.
+
+    The whole file is validated before anything runs. Finished cells are skipped, so an interrupted sweep
+    (Ctrl-C) resumes where it stopped when run again. Then: peernet report DIR.
+    """
+    from peernet.study.grid import load_study
+    from peernet.study.sweep import default_jobs, run_sweep
+
+    study = load_study(config_file)
+    out_dir = Path(out) if out else Path("runs") / ("sweep-" + re.sub(r"[^A-Za-z0-9._-]+", "-", study.name))
+    result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet)
+    click.echo(f"{study.name}: {result.finished}/{result.total} cells finished ({len(result.ran)} run now, "
+               f"{len(result.skipped)} already finished, {len(result.failed)} failed) in {out_dir}")
+    if result.failed:
+        click.echo("failed cells (see their summary.json): " + ", ".join(result.failed), err=True)
+    if as_json:
+        click.echo(json.dumps({"out": str(out_dir), "total": result.total, "finished": result.finished,
+                               "ran": result.ran, "skipped": result.skipped, "failed": result.failed,
+                               "interrupted": result.interrupted}))
+    if result.interrupted:
+        click.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="where report.md and the PNGs go (default: RUN_DIR)")
+@click.option("--json", "as_json", is_flag=True, help="print the table rows as one JSON object on the last line")
+@reports_errors
+def report(run_dir: str, out: str | None, as_json: bool) -> None:
+    """Table (report.md) and plots (accuracy.png, consensus.png, heterogeneity.png) of a run directory.
+
+    RUN_DIR is a `peernet sweep` directory, a `peernet simulate --out` directory or a daemon run directory
+    (`peernet local --out`, or one collected from several hosts with the same layout).
+    """
+    from peernet.study.report import write_report
+
+    result = write_report(run_dir, out)
+    click.echo(result["table"])
+    click.echo("wrote " + ", ".join(result["files"]), err=True)
+    if as_json:
+        click.echo(json.dumps({"kind": result["kind"], "rows": result["rows"], "files": result["files"]}))

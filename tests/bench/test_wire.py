@@ -1,0 +1,33 @@
+"""The wire benchmark's CURVE variant moves the right bytes, and the report shows its row only when measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import zmq
+
+from bench.run import render
+from bench.wire import MB, MiB, Plan, measure
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_peernet_curve_method_delivers_the_tensor() -> None:
+    plan = Plan(sizes=[2 * MB], warmup=1, trials=1, repeats=2, window=2, chunk=MiB)
+    seconds = measure("peernet-curve", plan)  # raises if the received tensor's digest differs
+    assert list(seconds) == [2 * MB] and len(seconds[2 * MB]) == 1 and seconds[2 * MB][0] > 0
+
+
+def test_report_has_a_curve_row_only_when_measured() -> None:
+    data = json.loads((ROOT / "docs" / "performance.json").read_text())
+    plain = [row for row in data["wire"]["results"] if row["method"] != "peernet-curve"]
+    without = render(dict(data["wire"], results=plain), data["sim"], 60.0)
+    assert "peernet-curve" not in without
+    curve = [dict(row, method="peernet-curve", gbps_median=row["gbps_median"] / 2) for row in plain
+             if row["method"] == "peernet"]
+    text = render(dict(data["wire"], results=plain + curve), data["sim"], 60.0)
+    assert "| peernet-curve | 44 MB |" in text and "0.50× at 4 MB, 0.50× at 44 MB" in text

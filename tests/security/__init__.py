@@ -1,0 +1,1 @@
+"""Security: CURVE keys, allowlists and hostile inputs."""

@@ -215,7 +215,15 @@ def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None)
         if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
             data[key] = str(Path(path).parent / value)
     merged = {**data, **(overrides or {})}
-    return from_mapping(RunSettings, merged, source=str(path))
+    settings = from_mapping(RunSettings, merged, source=str(path))
+    from peernet.core.topology import GENERATORS
+
+    topology = settings.topology
+    if topology not in GENERATORS and not (_looks_like_path(topology) or Path(topology).exists()):
+        # Checked here, not only in resolve_topology, so the message names the file the typo is in.
+        raise ConfigError(f"{topology!r} is neither a generator ({', '.join(GENERATORS)}) "
+                          "nor an existing topology file", file=str(path), key="topology")
+    return settings
 
 
 def _looks_like_path(value: str) -> bool:

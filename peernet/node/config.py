@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from peernet.config import from_mapping, read_toml
+from peernet.config import from_mapping, load_run_settings, read_toml, resolve_topology
 from peernet.errors import ConfigError
 from peernet.security.keys import is_z85_key
 from peernet.transport.faults import FaultConfig
@@ -98,6 +98,11 @@ def load_node_config(path: str | Path) -> NodeConfig:
     run = base / cfg.run  # joining an absolute path keeps it as is
     if not run.is_file():
         raise ConfigError(f"run settings file {run} does not exist", file=str(path), key="run")
+    # Checked here so the error names this file; the run file's own errors name the run file.
+    topology = resolve_topology(load_run_settings(run), key_files=False)
+    if cfg.id not in topology.ids:
+        raise ConfigError(f"node {cfg.id} is not in the topology ({topology.name or 'generated'}, "
+                          f"ids {list(topology.ids)})", file=str(path), key="id")
     secret = None if cfg.secret_key is None else str(base / cfg.secret_key)
     bootstrap_key = None if cfg.bootstrap_public_key_file is None else str(base / cfg.bootstrap_public_key_file)
     return replace(cfg, run=str(run), state_dir=str(base / cfg.state_dir), secret_key=secret,

@@ -94,11 +94,14 @@ class BootstrapClient:
             reply["table"] = _table(table, self.address)
         return reply
 
-    def register(self, node_id: int, endpoint: str, *, fingerprint: str, incarnation: str, public_key: str | None = None
-                 ) -> dict[str, Any]:
+    def register(self, node_id: int, endpoint: str, *, fingerprint: str, incarnation: str,
+                 public_key: str | None = None, replaces: str | None = None) -> dict[str, Any]:
         """Register; returns {"ok", "started", "table" (if started)}; raises BootstrapRejected if refused."""
-        reply = self.request("register", id=node_id, endpoint=endpoint, public_key=public_key,
-                             fingerprint=fingerprint, incarnation=incarnation)
+        fields: dict[str, Any] = {"id": node_id, "endpoint": endpoint, "public_key": public_key,
+                                  "fingerprint": fingerprint, "incarnation": incarnation}
+        if replaces is not None:
+            fields["replaces"] = replaces
+        reply = self.request("register", **fields)
         if not reply["ok"]:
             raise BootstrapRejected(str(reply.get("reason", "no reason given")))
         return reply

@@ -72,7 +72,8 @@ _incarnation = _str(64, _TOKEN)
 # Per op: field -> (validator, required). Unknown fields are refused, like unknown keys in config files.
 SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "register": {"id": (_node_id, True), "endpoint": (_str(256, _ENDPOINT), True), "public_key": (_public_key, False),
-                 "fingerprint": (_str(128), True), "incarnation": (_incarnation, True)},
+                 "fingerprint": (_str(128), True), "incarnation": (_incarnation, True),
+                 "replaces": (_incarnation, False)},
     "wait_start": {"id": (_node_id, True), "incarnation": (_incarnation, True)},
     "heartbeat": {"id": (_node_id, True), "incarnation": (_incarnation, True), "round": (_int(0, 2**62), True),
                   "state": (_state, True), "metrics": (_metrics, False)},

@@ -173,8 +173,12 @@ class Registry:
     # -- changes ------------------------------------------------------------------------------------------
 
     def register(self, node_id: int, endpoint: str, public_key: str | None, fingerprint: str, incarnation: str,
-                 now: float) -> str:
-        """Accept a node or raise Refused; returns 'new', 'again' (same incarnation) or 'replaced' (a restart)."""
+                 now: float, replaces: str | None = None) -> str:
+        """Accept a node or raise Refused; returns 'new', 'again' (same incarnation) or 'replaced' (a restart).
+
+        ``replaces`` names the incarnation a restarted node succeeds (kept in its state directory): a node
+        killed a moment ago need not wait for its old registration to time out.
+        """
         if node_id not in self._ids:
             raise Refused(f"unknown node id {node_id}: the run's topology has ids {_show_ids(sorted(self._ids))}")
         if fingerprint != self.fingerprint:
@@ -191,7 +195,7 @@ class Registry:
             kind = "new"
         elif row["incarnation"] == incarnation:
             kind = "again"
-        elif self._live(row, now):
+        elif self._live(row, now) and (replaces is None or replaces != row["incarnation"]):
             age = max(0.0, now - row["last_seen"])
             raise Refused(f"node {node_id} is already registered by a live process (last seen {age:.1f}s ago); "
                           f"another process uses this id, or the old one has not timed out yet "

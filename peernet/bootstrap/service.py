@@ -164,7 +164,7 @@ class BootstrapService:
             was_started = reg.started
             try:
                 kind = reg.register(f["id"], f["endpoint"], f.get("public_key"), f["fingerprint"], f["incarnation"],
-                                    now)
+                                    now, replaces=f.get("replaces"))
             except Refused as exc:
                 log.warning("rejected registration of node %s from %s: %s", f["id"], f["endpoint"], exc.reason)
                 raise

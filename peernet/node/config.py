@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,8 +30,21 @@ class NodeConfig:
     threads: int = field(default=1, metadata={"help": "torch intra-op threads (several nodes share a host)"})
     checkpoint_every: int = field(default=20, metadata={"help": "write a checkpoint every N rounds (0: only "
                                   "at exit)"})
-    round_timeout: float = field(default=30.0, metadata={"help": "seconds without a neighbour's message "
-                                 "before the node logs a warning (it keeps waiting and stays interruptible)"})
+    deadline_floor: float = field(default=5.0, metadata={"help": "seconds a round always waits for a live "
+                                  "neighbour's message before excluding it from the round"})
+    deadline_ceiling: float = field(default=30.0, metadata={"help": "seconds a round never waits longer than, "
+                                    "however slow recent rounds were"})
+    deadline_factor: float = field(default=10.0, metadata={"help": "deadline = this × the median time recent "
+                                   "complete rounds took to gather, between the floor and the ceiling"})
+    rollback: bool = field(default=True, metadata={"help": "roll a dropped edge's tracker flow back (DESIGN.md "
+                           "§3); false only to show the bias it prevents"})
+    rejoin: str = field(default="checkpoint", metadata={"choices": ("checkpoint", "average"), "help": "after a "
+                        "crash: continue from the checkpoint's parameters, or from the average of the "
+                        "neighbours' current ones"})
+    rejoin_wait: float = field(default=5.0, metadata={"help": "seconds a restarted node waits for its "
+                               "neighbours to say which round they are at"})
+    record_params: bool = field(default=False, metadata={"help": "write the parameters into each evaluation "
+                                "record (small models only; for tests and analysis)"})
     start_timeout: float = field(default=300.0, metadata={"help": "seconds to wait for every node to register"})
     bootstrap_timeout: float = field(default=2.0, metadata={"help": "seconds per bootstrap request try"})
     bootstrap_retries: int = field(default=3, metadata={"help": "tries per bootstrap request"})
@@ -57,9 +71,17 @@ class NodeConfig:
             raise ConfigError(f"must be >= 1, got {self.threads}", key="threads")
         if self.checkpoint_every < 0:
             raise ConfigError(f"must be >= 0, got {self.checkpoint_every}", key="checkpoint_every")
-        for key in ("round_timeout", "start_timeout", "bootstrap_timeout", "heartbeat_every"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"must be > 0, got {getattr(self, key)}", key=key)
+        for key in ("deadline_floor", "deadline_ceiling", "rejoin_wait", "start_timeout", "bootstrap_timeout",
+                    "heartbeat_every"):
+            if not 0 < getattr(self, key) < math.inf:
+                raise ConfigError(f"must be > 0 and finite, got {getattr(self, key)}", key=key)
+        if self.deadline_ceiling < self.deadline_floor:
+            raise ConfigError(f"must be >= deadline_floor ({self.deadline_floor}), got {self.deadline_ceiling}",
+                              key="deadline_ceiling")
+        if not 1 <= self.deadline_factor < math.inf:
+            raise ConfigError(f"must be >= 1, got {self.deadline_factor}", key="deadline_factor")
+        if self.rejoin not in ("checkpoint", "average"):
+            raise ConfigError(f"{self.rejoin!r} is not checkpoint or average", key="rejoin")
         if self.max_abs < 0:
             raise ConfigError(f"must be >= 0, got {self.max_abs}", key="max_abs")
         if self.bootstrap_retries < 1:

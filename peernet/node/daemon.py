@@ -19,14 +19,17 @@ from peernet.bootstrap.client import BootstrapClient, new_incarnation
 from peernet.bootstrap.registry import run_fingerprint
 from peernet.config import RunSettings, load_run_settings, resolve_topology
 from peernet.core.algorithms import HyperParams, get_algorithm
+from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
+from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
-from peernet.errors import ConfigError
+from peernet.errors import BootstrapUnavailable, ConfigError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
 from peernet.node.config import NodeConfig
 from peernet.node.curve import load_node_keys
-from peernet.node.exchange import Exchange, RoundAbandoned
+from peernet.node.exchange import CatchUp, Exchange, RoundAbandoned
 from peernet.node.heartbeat import Heartbeat
+from peernet.node.statefiles import read_incarnation, read_table, write_incarnation, write_table
 from peernet.security.zap import warn_if_exposed
 from peernet.sim.run import eval_interval, total_rounds
 from peernet.sim.tasks import ImageTask, QuadraticTask, make_task
@@ -54,9 +57,6 @@ class NodeDaemon:
         self.fresh = fresh
         self.settings: RunSettings = load_run_settings(cfg.run)
         self.topology = resolve_topology(self.settings)
-        if cfg.id not in self.topology.ids:
-            raise ConfigError(f"node {cfg.id} is not in the topology ({self.topology.name or self.settings.topology}, "
-                              f"ids {list(self.topology.ids)})", key="id")
         self.index = self.topology.index_of(cfg.id)
         self.neighbours = {j: self.topology.weight(cfg.id, j) for j in self.topology.neighbours(cfg.id)}
         self.fingerprint = run_fingerprint(self.settings, self.topology)
@@ -87,17 +87,23 @@ class NodeDaemon:
         hp = HyperParams(lr=self.settings.step_size, beta=self.settings.beta, weight_decay=self.settings.weight_decay)
         rounds = total_rounds(self.settings, task.rounds_per_epoch)
         every = eval_interval(self.settings, rounds)
+        edges = NodeEdges(self.neighbours, tracks=algorithm.tracks, rollback=self.cfg.rollback)
 
         dtype = task.dtype
         x = task.initial_params().to(self.device)
         state = algorithm.init_state(x)
         start_round = 0
         ckpt = None if self.fresh else load_checkpoint(self.state_dir, node_id=self.cfg.id, run=self.fingerprint)
+        crashed = False
         if ckpt is not None:
             x = ckpt.params.to(self.device, dtype)
-            state = {k: v.to(self.device, dtype) for k, v in ckpt.state.items()}
+            state = {k: v.to(self.device, dtype) for k, v in ckpt.state.items() if not k.startswith("flow.")}
             start_round = ckpt.round
-            log.info("resuming from checkpoint at round %d", start_round)
+            crashed = not ckpt.extra.get("clean", False)
+            if not crashed:
+                edges.load_state_dict(checkpoint_edges(ckpt))
+            log.info("resuming from checkpoint at round %d (%s)", start_round,
+                     "periodic: the node stopped abruptly and rejoins" if crashed else "written at a clean exit")
 
         dtype_name = "float64" if dtype == torch.float64 else "float32"
         layout = {name: TensorSpec(name, dtype_name, (task.dim,)) for name in algorithm.sent}
@@ -117,21 +123,23 @@ class NodeDaemon:
         client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
                                  retries=self.cfg.bootstrap_retries, curve=None if keys is None else keys.client())
         incarnation = new_incarnation()
-        exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout,
-                            max_abs=self.cfg.max_abs or None, round_timeout=self.cfg.round_timeout,
-                            should_stop=self.stop_event.is_set)
+        previous = read_incarnation(self.state_dir)
+        write_incarnation(self.state_dir, incarnation)
+        policy = DeadlinePolicy(floor=self.cfg.deadline_floor, ceiling=self.cfg.deadline_ceiling,
+                                factor=self.cfg.deadline_factor)
+        exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
+                            deadline=AdaptiveDeadline(policy), tracked="d" if algorithm.tracks else None,
+                            max_abs=self.cfg.max_abs or None, should_stop=self.stop_event.is_set)
         heartbeat: Heartbeat | None = None
         metrics = MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh)
         summary: dict[str, Any] = {"node": self.cfg.id, "rounds": rounds, "resumed_from": start_round}
         last_eval: dict[str, Any] = {}
+        catchups = 0
         r = start_round
         try:
             log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, transport.endpoint,
                      self.cfg.bootstrap)
-            client.register(self.cfg.id, transport.endpoint, fingerprint=self.fingerprint, incarnation=incarnation,
-                            public_key=None if keys is None else keys.public.decode())
-            table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout,
-                                      should_stop=self.stop_event.is_set)
+            table = self._rendezvous(client, transport.endpoint, incarnation, previous, resuming=ckpt is not None)
             if table is None:
                 log.info("stopped while waiting for the start signal")
                 summary.update({"final_round": r, "finished": False})
@@ -141,9 +149,12 @@ class NodeDaemon:
             heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event, curve=None if keys is None else keys.client())
             heartbeat.start()
             exchange.hello(start_round, transport.endpoint)
+            if crashed:
+                r, x = self._rejoin(exchange, edges, x, state, start_round)
             log.info("started: %d rounds, neighbours %s, device %s, %s", rounds, sorted(self.neighbours), self.device,
                      "CURVE" if keys else "no CURVE")
-            metrics.write({"event": "start", "round": start_round, "time": time.time(), "incarnation": incarnation})
+            metrics.write({"event": "start", "round": r, "time": time.time(), "incarnation": incarnation,
+                           "resumed_from": start_round, "rejoined": crashed})
             while r < rounds and not self.stop_event.is_set():
                 for j, endpoint in heartbeat.take_endpoint_updates().items():
                     if j in self.neighbours:
@@ -154,17 +165,31 @@ class NodeDaemon:
                 t0 = time.perf_counter()
                 loss, grad = task.node_loss_grad(self.index, x, r)
                 compute = time.perf_counter() - t0
-                wait0, mix0 = exchange.wait_seconds, exchange.mix_seconds
+                wait0, mix0, timeouts0 = exchange.wait_seconds, exchange.mix_seconds, sum(exchange.timeouts.values())
                 try:
                     x = algorithm.step(x, state, grad, hp, exchange.gossip_for(r))
                 except RoundAbandoned:
                     x, state = snapshot
                     log.info("round %d abandoned on request", r)
                     break
+                except CatchUp as ahead:
+                    # We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped
+                    # our edges, so drop theirs too, zero the tracker and continue at their round.
+                    x, state = snapshot
+                    edges.restart(state.get("c"))
+                    log.warning("round %d: neighbours are at round %d; catching up (tracker reset)", r, ahead.round)
+                    metrics.write({"event": "catchup", "round": r, "to": ahead.round, "time": time.time()})
+                    catchups += 1
+                    r = min(ahead.round, rounds)
+                    exchange.skip_to(r)
+                    continue
+                edges.settle(state.get("c"))
                 r += 1
                 stats = transport.stats
                 metrics.write({"event": "round", "round": r, "loss": loss, "compute_s": compute,
                                "wait_s": exchange.wait_seconds - wait0, "mix_s": exchange.mix_seconds - mix0,
+                               "used": sum(exchange.last_round_used.values()),
+                               "excluded": sum(exchange.timeouts.values()) - timeouts0,
                                "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
                 if not math.isfinite(loss):
                     log.error("loss is %s at round %d: training diverged", loss, r)
@@ -175,16 +200,19 @@ class NodeDaemon:
                     heartbeat.update(accuracy=last_eval.get("test_accuracy"))
                     log.info("round %d/%d loss %.4f %s", r, rounds, loss, _fmt(last_eval))
                 if self.cfg.checkpoint_every and r % self.cfg.checkpoint_every == 0:
-                    self._checkpoint(r, x, state)
-            self._checkpoint(r, x, state)
+                    self._checkpoint(r, x, state, edges, clean=False)
+            self._checkpoint(r, x, state, edges, clean=True)
             finished = r >= rounds
             if finished:
-                exchange.goodbye(r, grace=self.cfg.round_timeout)
+                exchange.goodbye(r, grace=self.cfg.deadline_ceiling)
             peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
             summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
-                            "max_rss_mb": peak_rss_mb,
-                            "ignored": dict(exchange.ignored), "faulty_neighbours": dict(exchange.faulty),
-                            **{k: v for k, v in last_eval.items() if k != "event"}, **_counters(transport.stats)})
+                            "max_rss_mb": peak_rss_mb, "ignored": dict(exchange.ignored),
+                            "faulty_neighbours": dict(exchange.faulty), "timeouts": dict(exchange.timeouts),
+                            "rollbacks": edges.rollbacks, "catchups": catchups, "rejoined": crashed,
+                            "max_wait_s": exchange.max_wait,
+                            **{k: v for k, v in last_eval.items() if k not in ("event", "params")},
+                            **_counters(transport.stats)})
             (self.state_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             metrics.write({"event": "exit", "round": r, "finished": finished, "dropped": dict(exchange.dropped),
                            "time": time.time()})
@@ -203,9 +231,57 @@ class NodeDaemon:
             transport.close()
             metrics.close()
 
-    def _checkpoint(self, round_: int, x: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
-        save_checkpoint(self.state_dir, Checkpoint(node_id=self.cfg.id, run=self.fingerprint, round=round_,
-                                                   params=x, state=state, extra={"time": time.time()}))
+    def _rendezvous(self, client: BootstrapClient, endpoint: str, incarnation: str, previous: str | None, *,
+                    resuming: bool) -> dict[int, dict[str, Any]] | None:
+        """Register and wait for the start; a restarted node whose bootstrap is gone uses its cached table."""
+        keys = self.keys
+        try:
+            client.register(self.cfg.id, endpoint, fingerprint=self.fingerprint, incarnation=incarnation,
+                            public_key=None if keys is None else keys.public.decode(), replaces=previous)
+            table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout,
+                                      should_stop=self.stop_event.is_set)
+        except BootstrapUnavailable:
+            cached = read_table(self.state_dir) if resuming else None
+            if cached is None:
+                raise
+            log.warning("bootstrap %s does not answer; rejoining with the cached address table", self.cfg.bootstrap)
+            return cached
+        if table is not None:
+            write_table(self.state_dir, table)
+        return table
+
+    def _rejoin(self, exchange: Exchange, edges: NodeEdges, x: torch.Tensor, state: dict[str, torch.Tensor],
+                start_round: int) -> tuple[int, torch.Tensor]:
+        """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (DESIGN.md §6)."""
+        exchange.joining = True
+        deadline = time.perf_counter() + self.cfg.rejoin_wait
+        try:
+            while len(exchange.replies) < len(self.neighbours) and time.perf_counter() < deadline:
+                if self.stop_event.is_set():
+                    break
+                exchange.poll(start_round, timeout=0.1)
+        finally:
+            exchange.joining = False
+        r = max([start_round, *exchange.replies.values()])
+        if self.cfg.rejoin == "average" and exchange.latest:
+            theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]
+            x = torch.stack(theirs).mean(dim=0)
+        edges.restart(state.get("c"))
+        exchange.skip_to(r)
+        exchange.latest.clear()
+        log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,
+                    start_round, dict(sorted(exchange.replies.items())),
+                    "neighbours' average" if self.cfg.rejoin == "average" and exchange.latest else "checkpoint")
+        return r, x
+
+    def _checkpoint(self, round_: int, x: torch.Tensor, state: dict[str, torch.Tensor], edges: NodeEdges, *,
+                    clean: bool) -> None:
+        # A clean checkpoint (written at exit, all edges consistent) resumes exactly; a periodic one is older
+        # than what the neighbours hold, so after a crash the node rejoins (tracker reset, new edge epochs).
+        flows = {f"flow.{j}": f for j, f in edges.flow.items()}
+        save_checkpoint(self.state_dir, Checkpoint(
+            node_id=self.cfg.id, run=self.fingerprint, round=round_, params=x, state={**state, **flows},
+            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in edges.epoch.items()}}))
 
     def _evaluate(self, task: QuadraticTask | ImageTask, x: torch.Tensor, x_before: torch.Tensor,
                   exchange: Exchange, round_: int) -> dict[str, Any]:
@@ -219,7 +295,15 @@ class NodeDaemon:
             mine = x_before.cpu()
             dists = [float(((mine - xj) ** 2).sum()) for xj in exchange.neighbour_x.values()]
             record["consensus_distance"] = sum(dists) / len(dists)
+        if self.cfg.record_params:
+            record["params"] = x.detach().cpu().double().tolist()
         return record
+
+
+def checkpoint_edges(ckpt: Checkpoint) -> dict[str, object]:
+    epochs = ckpt.extra.get("epochs", {})
+    return {"epoch": {int(j): int(e) for j, e in epochs.items()},
+            "flow": {int(k.split(".", 1)[1]): v for k, v in ckpt.state.items() if k.startswith("flow.")}}
 
 
 def _counters(stats: dict[str, int]) -> dict[str, int]:

@@ -1,10 +1,11 @@
-"""The daemon's gossip: send this round's tensors to every neighbour, collect theirs, mix.
+"""The daemon's gossip: send this round's tensors to every neighbour, collect theirs until a deadline, mix.
 
-No global barrier: a node advances as soon as it holds its neighbours' messages for its round.
-Messages for the next round are buffered, older ones and duplicates are ignored, and anything that
-fails validation is dropped and counted by reason while the node keeps running. A (re)started neighbour
-announces itself with ``hello``; we then resend the message of the round it asks for, because the copy
-we sent to its previous incarnation was lost with it.
+No global barrier: a node advances as soon as it holds its live neighbours' messages for its round, or when
+the adaptive deadline passes (the missing neighbours are then excluded: peernet.core.edges). Messages for
+the next round are buffered, older ones and duplicates are ignored, and anything that fails validation is
+dropped and counted by reason while the node keeps running. A (re)started neighbour announces itself with
+``hello``; we answer with our current round and resend the rounds we still hold, because what we sent to
+its previous incarnation was lost with it.
 """
 
 from __future__ import annotations
@@ -13,21 +14,27 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import torch
 
+from peernet.core.deadline import AdaptiveDeadline
+from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.errors import CodecError
+from peernet.node.ratelimit import RateLimitedLog
 from peernet.transport import Transport
-from peernet.wire.codec import check_finite, decode, decode_header, encode, specs_of
+from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, TensorSpec
 
 log = logging.getLogger("peernet.node")
 
+Frames = list[bytes | memoryview]
+
 #: Messages kept per neighbour while it cannot take them (this round's, a resend, a hello, a bye).
 OUTBOX_LIMIT = 4
 
-#: How many rounds ahead of our own we accept and buffer (a neighbour is never further ahead than one).
+#: How many rounds ahead of our own we accept and buffer (a neighbour that includes us is at most one ahead).
 ROUNDS_AHEAD = 1
 
 
@@ -35,37 +42,57 @@ class RoundAbandoned(Exception):
     """Raised from inside gossip when the node is asked to stop while waiting for neighbours."""
 
 
+class CatchUp(Exception):
+    """Raised from inside gossip when neighbours are two or more rounds ahead: they went on without us."""
+
+    def __init__(self, round_: int) -> None:
+        super().__init__(f"neighbours are at round {round_}")
+        self.round = round_
+
+
 class Exchange:
     """Per-round message exchange with the node's neighbours over a transport."""
 
     def __init__(self, transport: Transport, node_id: int, run: str, neighbours: Mapping[int, float],
-                 layout: Mapping[str, TensorSpec], *, max_abs: float | None = None,
-                 round_timeout: float = 30.0, should_stop: Callable[[], bool] = lambda: False) -> None:
+                 layout: Mapping[str, TensorSpec], *, edges: NodeEdges, deadline: AdaptiveDeadline,
+                 tracked: str | None = None, max_abs: float | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
-        self.weights = dict(neighbours)
+        self.weights = dict(neighbours)  # the topology's weights, used while every edge is up
         self.layout = dict(layout)
+        self.edges = edges
+        self.deadline = deadline
+        self.tracked = tracked
         self.max_abs = max_abs
-        self.round_timeout = round_timeout
         self.should_stop = should_stop
         payload = sum(spec.nbytes for spec in layout.values())
         # Header is small; leave generous room for it but reject anything bigger than one round's tensors.
         self.max_bytes = payload + 64 * 1024
-        self.inbox: dict[int, dict[int, dict[str, torch.Tensor]]] = {}   # round -> sender -> tensors
-        self.sent: dict[int, list[bytes | memoryview]] = {}             # round -> frames (for resends)
+        self.inbox: dict[int, dict[int, tuple[dict[str, torch.Tensor], Declaration]]] = {}  # round -> sender
+        self.sent: dict[int, dict[int, Frames]] = {}       # round -> peer -> frames (for resends)
+        self.declared: dict[int, dict[int, Declaration]] = {}  # round -> peer -> what we declared
         self.dropped: Counter[str] = Counter()   # invalid messages, by reason
         self.ignored: Counter[str] = Counter()   # valid but unneeded: duplicates, resends of finished rounds
         self.faulty: Counter[int] = Counter()    # per neighbour: rounds whose tensors were not finite or too large
+        self.timeouts: Counter[int] = Counter()  # per neighbour: rounds it was excluded from for missing the deadline
         self.neighbour_x: dict[int, torch.Tensor] = {}                  # last x received per neighbour
-        self.endpoint_updates: dict[int, str] = {}
+        self.seen_round: dict[int, int] = {}     # highest round announced by each neighbour (authenticated)
+        self.replies: dict[int, int] = {}        # hello replies: neighbour -> its current round
+        self.latest: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # while joining: newest round message
+        self.joining = False
+        self.current_round = 0
         self.wait_seconds = 0.0
         self.mix_seconds = 0.0
+        self.max_wait = 0.0
+        self.last_round_used: dict[int, bool] = {}
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self.byes: set[int] = set()
+        self._warn = RateLimitedLog(log, every=10.0)
         # Messages a neighbour could not take yet (connection still being set up after a (re)connect with
         # IMMEDIATE=1, or its queue full): retried on every poll, oldest first, a few per neighbour at most.
-        self.outbox: dict[int, deque[list[bytes | memoryview]]] = {j: deque(maxlen=OUTBOX_LIMIT) for j in neighbours}
+        self.outbox: dict[int, deque[Frames]] = {j: deque(maxlen=OUTBOX_LIMIT) for j in neighbours}
 
     # -- receiving -------------------------------------------------------------------------------------
     def _buffer(self, sender: int, round_: int) -> dict[str, torch.Tensor]:
@@ -76,14 +103,28 @@ class Exchange:
             self._buffers[key] = buf
         return buf
 
-    def _expect(self, current_round: int) -> Expectation:
+    def _expect(self, current_round: int, ahead: int | None = ROUNDS_AHEAD) -> Expectation:
         return Expectation(run=self.run, senders=frozenset(self.weights), layout=self.layout,
-                           max_bytes=self.max_bytes, max_round_ahead=ROUNDS_AHEAD, current_round=current_round)
+                           max_bytes=self.max_bytes, max_round_ahead=ahead, current_round=current_round)
 
     def _drop(self, code: str, detail: str, sender: int | None) -> None:
         self.dropped[code] += 1
-        log.warning("dropped message from %s: %s (%s; %d dropped so far)", sender, detail, code,
-                    sum(self.dropped.values()))
+        self._warn.warning(f"drop:{code}", "dropped message from %s: %s (%s; %d dropped so far)", sender, detail,
+                           code, sum(self.dropped.values()))
+
+    def _note_round_hint(self, routing_id: int, frame: bytes | memoryview, current_round: int) -> None:
+        """A round message too far ahead is dropped, but its round tells us the neighbours went on."""
+        try:
+            header = decode_header(frame, self._expect(current_round, ahead=None))
+        except CodecError:
+            return
+        if header.sender == routing_id and header.kind == "round":
+            self._heard(header.sender, header.round)
+
+    def _heard(self, sender: int, round_: int) -> None:
+        self.edges.alive(sender)
+        if round_ > self.seen_round.get(sender, -1):
+            self.seen_round[sender] = round_
 
     def poll(self, current_round: int, timeout: float) -> None:
         """Receive at most one message (waiting up to ``timeout``) and file or drop it."""
@@ -93,7 +134,7 @@ class Exchange:
         if got is None:
             return
         routing_id, frames = got
-        expect = self._expect(current_round)
+        expect = self._expect(current_round, ahead=None if self.joining else ROUNDS_AHEAD)
         size = sum(len(f) for f in frames)
         if size > self.max_bytes:
             # Larger than any valid message of this run; libzmq's MAXMSGSIZE cuts off far larger ones.
@@ -109,9 +150,10 @@ class Exchange:
                 # dropped and counted as such. Two buffers per neighbour (this round and the next) are reused:
                 # no allocation per message. Anything that cannot be filed (another identity, a stale round,
                 # a duplicate) goes to a scratch buffer, so it can never overwrite a neighbour's tensors.
-                usable = (routing_id == header.sender and header.round >= current_round
+                usable = (routing_id == header.sender and current_round <= header.round <= current_round + 1
                           and header.sender not in self.inbox.get(header.round, {}))
-                msg = decode(frames, expect, out=self._buffer(routing_id if usable else -1, header.round))
+                out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
+                msg = decode(frames, expect, out=out)
                 try:
                     check_finite(msg.tensors, self.max_abs)
                 except CodecError:
@@ -121,7 +163,10 @@ class Exchange:
             elif header.kind not in ("hello", "bye"):
                 raise CodecError(f"unexpected message kind {header.kind!r}")
         except CodecError as exc:
-            self._drop(getattr(exc, "code", "kind"), str(exc), routing_id)
+            code = getattr(exc, "code", "kind")
+            if code == "round" and frames:
+                self._note_round_hint(routing_id, frames[0], current_round)
+            self._drop(code, str(exc), routing_id)
             return
         if routing_id != header.sender:
             # The transport's identity must agree with the header: nobody may speak for another node.
@@ -129,38 +174,61 @@ class Exchange:
             return
         if header.kind == "bye":
             self.byes.add(header.sender)
-        elif msg is None:
+            return
+        if msg is None:
             self._on_hello(header)
-        elif header.round < current_round:
-            self.ignored["stale"] += 1  # a resend of a round we already finished
+            return
+        self._heard(header.sender, header.round)
+        if self.joining:
+            newest = self.latest.get(header.sender)
+            if newest is None or header.round > newest[0]:
+                self.latest[header.sender] = (header.round, msg.tensors)
+            return
+        if header.round < current_round:
+            self.ignored["stale"] += 1  # a resend of a round we already finished, or one we skipped
         elif header.sender in self.inbox.get(header.round, {}):
             self.ignored["duplicate"] += 1
         else:
-            log.debug("round %d message from %d (we are at round %d)", header.round, header.sender, current_round)
-            self.inbox.setdefault(header.round, {})[header.sender] = msg.tensors
+            live = header.meta.get("live")
+            decl = Declaration(live=live is True, epoch=header.epoch, degree=header.degree,
+                               full=header.meta.get("full") is True)
+            self.inbox.setdefault(header.round, {})[header.sender] = (msg.tensors, decl)
 
     def _on_hello(self, header: Header) -> None:
+        self.edges.alive(header.sender)
+        if header.meta.get("reply") is True:
+            self.replies[header.sender] = header.round
+            self._heard(header.sender, header.round)
+            return
         endpoint = header.meta.get("endpoint")
         if isinstance(endpoint, str):
-            self.endpoint_updates[header.sender] = endpoint
             self.transport.connect(header.sender, endpoint)
-        # Our messages of its round and the next were sent to its previous incarnation and are lost with
-        # it (we may already be one round ahead of where it resumes): send both again, oldest first.
-        resend = sorted(r for r in self.sent if r >= header.round)
-        log.info("neighbour %d says hello at round %d; resending our rounds %s", header.sender, header.round, resend)
+        # Tell it where we are, then send again what we sent its previous incarnation (lost with it): the
+        # rounds we still hold from its round on, oldest first, or our newest one if it is further behind.
+        self._send_to(header.sender, self._control("hello", self.current_round, reply=True))
+        held = sorted(self.sent)
+        resend = [r for r in held if r >= header.round] or held[-1:]
+        log.info("neighbour %d says hello at round %d; we are at %d, resending rounds %s", header.sender,
+                 header.round, self.current_round, resend)
         for r in resend:
-            self._send_to(header.sender, self.sent[r])
+            frames = self.sent[r].get(header.sender)
+            if frames is not None:
+                self._send_to(header.sender, frames)
 
     # -- sending ---------------------------------------------------------------------------------------
+    def _control(self, kind: str, round_: int, **meta: str | bool) -> Frames:
+        header = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind=kind,
+                        degree=self.edges.degree(), epoch=0, meta=dict(meta))
+        return encode(header, {})
+
     def hello(self, round_: int, endpoint: str) -> None:
         """Tell every neighbour we (re)started and which round we are at."""
-        header = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="hello",
-                        degree=len(self.weights), epoch=0, meta={"endpoint": endpoint})
-        frames = encode(header, {})
+        self.current_round = round_
+        frames = self._control("hello", round_, endpoint=endpoint)
         for j in self.weights:
             self._send_to(j, frames)
 
-    def _send_to(self, peer: int, frames: list[bytes | memoryview]) -> None:
+    def _send_to(self, peer: int, frames: Frames) -> None:
         """Send now, or queue behind earlier messages the neighbour has not taken yet (keeps the order)."""
         queue = self.outbox[peer]
         if queue or not self.transport.send(peer, frames):
@@ -181,9 +249,7 @@ class Exchange:
         Our last round's message may still sit in a send queue, and a neighbour that restarts now may
         ask for it again; closing at once (linger 0) would strand such a neighbour.
         """
-        header = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="bye",
-                        degree=len(self.weights), epoch=0)
-        frames = encode(header, {})
+        frames = self._control("bye", round_)
         for j in self.weights:
             self._send_to(j, frames)
         deadline = time.perf_counter() + grace
@@ -194,14 +260,25 @@ class Exchange:
             log.warning("leaving without bye from neighbours %s", missing)
 
     def _send_round(self, round_: int, tensors: Mapping[str, torch.Tensor]) -> None:
-        header = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="round",
-                        degree=len(self.weights), epoch=0, tensors=specs_of(tensors))
-        frames = encode(header, tensors)
+        base = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="round",
+                      degree=0, epoch=0, tensors=specs_of(tensors))
+        payload = encode(base, tensors)[1:]
+        declared = {j: self.edges.declare(j) for j in self.weights}
+        self.declared[round_] = declared
+        frames: dict[int, Frames] = {}
+        for j in sorted(self.weights):
+            d = declared[j]
+            # One small header per neighbour (its edge's epoch and whether we mix with it); the tensor frames
+            # are shared views of the same memory.
+            head = encode_header(replace(base, degree=d.degree, epoch=d.epoch, meta={"live": d.live, "full": d.full}))
+            frames[j] = [head, *payload]
+            self._send_to(j, frames[j])
         # Keep this and the previous round's frames for neighbours that restart and ask again.
         self.sent[round_] = frames
-        self.sent.pop(round_ - 2, None)
-        for j in sorted(self.weights):
-            self._send_to(j, frames)
+        for old in [r for r in self.sent if r < round_ - 1]:
+            del self.sent[old]
+        for old in [r for r in self.declared if r < round_]:
+            del self.declared[old]
 
     # -- one round -------------------------------------------------------------------------------------
     def gossip_for(self, round_: int) -> Callable[..., dict[str, torch.Tensor]]:
@@ -211,35 +288,76 @@ class Exchange:
             # A private copy: the frames share memory with these tensors and are kept for resends, so
             # nothing the rule does to its own tensors afterwards may change what a neighbour receives.
             cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+            self.current_round = round_
             self._send_round(round_, cpu)
             received = self._collect(round_)
             t0 = time.perf_counter()
-            mixed = {k: mix_one(cpu[k].clone(), {j: received[j][k] for j in received}, self.weights)
-                     for k in cpu}
+            used = self._decide(round_, received)
+            weights = {j: w for j, (_, w) in used.items()}
+            mixed = {k: mix_one(cpu[k].clone(), {j: used[j][0][k] for j in used}, weights) for k in cpu}
+            if self.tracked is not None and self.tracked in cpu:
+                for j in sorted(used):
+                    self.edges.record(j, weights[j], cpu[self.tracked], used[j][0][self.tracked])
+            for j, (_, decl) in sorted(received.items()):
+                self.edges.sync(j, decl.epoch)  # after recording: a dropped edge takes this round's flow back too
             self.mix_seconds += time.perf_counter() - t0
             if "x" in cpu:
-                self.neighbour_x = {j: received[j]["x"] for j in received}
+                self.neighbour_x = {j: their["x"] for j, (their, _) in received.items()}
+            self.last_round_used = {j: j in used for j in self.weights}
             device = next(iter(tensors.values())).device
             return {k: v.to(device) for k, v in mixed.items()}
 
         return gossip
 
-    def _collect(self, round_: int) -> dict[int, dict[str, torch.Tensor]]:
+    def _decide(self, round_: int, received: Mapping[int, tuple[dict[str, torch.Tensor], Declaration]],
+                ) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
+        """Which edges this round uses, with their weights; neighbours that missed the deadline are dropped."""
+        mine = self.declared[round_]
+        used: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+        for j in sorted(self.weights):
+            if j in received:
+                tensors, theirs = received[j]
+                if edge_used(mine[j], theirs):
+                    used[j] = (tensors, edge_weight(mine[j], theirs, self.weights[j]))
+            elif mine[j].live:
+                self.timeouts[j] += 1
+                self.edges.drop(j)
+                log.warning("round %d: neighbour %d missed the deadline; excluded (epoch %d)", round_, j,
+                            self.edges.epoch[j])
+        return used
+
+    def _collect(self, round_: int) -> dict[int, tuple[dict[str, torch.Tensor], Declaration]]:
         t0 = time.perf_counter()
-        warned_at = t0
+        mine = self.declared[round_]
+        awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
+        patience = self.deadline.current()
+        complete = False
         while True:
             have = self.inbox.get(round_, {})
-            if len(have) == len(self.weights):
+            if awaited <= have.keys():
+                complete = True
                 break
             if self.should_stop():
                 raise RoundAbandoned(round_)
-            self.poll(round_, timeout=0.2)
-            now = time.perf_counter()
-            if now - warned_at > self.round_timeout:
-                missing = sorted(set(self.weights) - set(self.inbox.get(round_, {})))
-                log.warning("round %d: still waiting for neighbours %s after %.0fs", round_, missing, now - t0)
-                warned_at = now
-        self.wait_seconds += time.perf_counter() - t0
+            ahead = max(self.seen_round.values(), default=-1)
+            if ahead >= round_ + 2:
+                raise CatchUp(ahead)
+            left = patience - (time.perf_counter() - t0)
+            if left <= 0:
+                break
+            self.poll(round_, timeout=min(0.2, left))
+        waited = time.perf_counter() - t0
+        self.wait_seconds += waited
+        self.max_wait = max(self.max_wait, waited)
+        if complete:
+            self.deadline.record(waited)
+        got = dict(self.inbox.get(round_, {}))
         for old in [r for r in self.inbox if r <= round_]:
             del self.inbox[old]
-        return have
+        return got
+
+    def skip_to(self, round_: int) -> None:
+        """Forget everything buffered before ``round_`` (after a catch-up or a rejoin)."""
+        self.current_round = round_
+        for old in [r for r in self.inbox if r < round_]:
+            del self.inbox[old]

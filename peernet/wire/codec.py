@@ -183,15 +183,8 @@ def _send_view(tensor: torch.Tensor) -> memoryview:
     return _byte_view(src).data  # ndarray.data: a memoryview of the tensor's own bytes
 
 
-def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | memoryview]:
-    """Frames of one message: the packed header, then each tensor's bytes in chunks of at most CHUNK_BYTES.
-
-    ``header.tensors`` must equal ``specs_of(tensors)``. For contiguous CPU tensors the chunks are views of the
-    tensors' memory (send them with ``copy=False``): do not modify the tensors until the send has completed.
-    Other tensors are copied once. Raises ValueError for a header that receivers would reject as malformed.
-    """
-    if header.tensors != specs_of(tensors):
-        raise ValueError("header.tensors does not describe the tensors; build it with specs_of(tensors)")
+def encode_header(header: Header) -> bytes:
+    """The packed frame 0 of ``header``; raises ValueError for a header receivers would reject as malformed."""
     wire = header_to_wire(header)
     try:
         parse_header(wire)
@@ -203,7 +196,20 @@ def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | 
         raise ValueError(f"cannot encode: header does not pack: {exc}") from exc
     if len(packed) > MAX_HEADER_BYTES:
         raise ValueError(f"cannot encode: header of {len(packed)} bytes exceeds {MAX_HEADER_BYTES}")
-    frames: list[bytes | memoryview] = [packed]
+    return packed
+
+
+def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | memoryview]:
+    """Frames of one message: the packed header, then each tensor's bytes in chunks of at most CHUNK_BYTES.
+
+    ``header.tensors`` must equal ``specs_of(tensors)``. For contiguous CPU tensors the chunks are views of the
+    tensors' memory (send them with ``copy=False``): do not modify the tensors until the send has completed.
+    Other tensors are copied once. Raises ValueError for a header that receivers would reject as malformed.
+    Frame 0 may be swapped for another ``encode_header`` of the same tensors (one header per recipient).
+    """
+    if header.tensors != specs_of(tensors):
+        raise ValueError("header.tensors does not describe the tensors; build it with specs_of(tensors)")
+    frames: list[bytes | memoryview] = [encode_header(header)]
     for spec in header.tensors:
         data = _send_view(tensors[spec.name])
         offset = 0

@@ -27,7 +27,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     made: list[LocalCluster] = []
 
     def factory(settings: RunSettings, name: str = "run", curve: bool = True, **node_options: Any) -> LocalCluster:
-        options = {"checkpoint_every": 5, "round_timeout": 10.0, "bootstrap_timeout": 1.0, **node_options}
+        options = {"checkpoint_every": 5, "deadline_ceiling": 10.0, "bootstrap_timeout": 1.0, **node_options}
         cluster = LocalCluster.prepare(settings, tmp_path / name, options, curve=curve)
         made.append(cluster)
         return cluster

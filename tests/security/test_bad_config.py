@@ -106,7 +106,7 @@ NODE_DEFECTS: list[tuple[str, str | None, str | None, str]] = [
     ("checkpoint-negative", _toml(NODE, checkpoint_every="-1"), "checkpoint_every", "must be >= 0"),
     ("listen-nonsense", _toml(NODE, listen='"nonsense"'), "listen", "not an endpoint"),
     ("bootstrap-nonsense", _toml(NODE, bootstrap='"nonsense"'), "bootstrap", "not an endpoint"),
-    ("round-timeout-zero", _toml(NODE, round_timeout="0"), "round_timeout", "must be > 0"),
+    ("deadline-floor-zero", _toml(NODE, deadline_floor="0"), "deadline_floor", "must be > 0"),
     ("max-abs-negative", _toml(NODE, max_abs="-1"), "max_abs", "must be >= 0"),
     ("log-level", _toml(NODE, log_level='"loud"'), "log_level", "is not one of"),
     ("device", _toml(NODE, device='"tpu"'), "device", "is not auto, cpu, cuda"),

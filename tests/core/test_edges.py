@@ -1,0 +1,120 @@
+"""The edge protocol under arbitrary message loss, crashes and restarts keeps the trackers summing to zero."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
+from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
+from peernet.core.topology import generate, mh_weight
+
+
+class Network:
+    """N nodes running only the edge protocol and the tracker update c ← c + Σ_used w (d_j − d_i)."""
+
+    def __init__(self, kind: str, n: int, dim: int = 3, rollback: bool = True) -> None:
+        self.topo = generate(kind, n, seed=0)
+        self.n = n
+        self.nbrs = {i: list(self.topo.neighbours(i)) for i in range(n)}
+        self.edges = {i: NodeEdges(self.nbrs[i], tracks=True, rollback=rollback) for i in range(n)}
+        self.c = torch.zeros(n, dim, dtype=torch.float64)
+        self.up = [True] * n
+        self.dim = dim
+        self.used_pairs: list[set[tuple[int, int]]] = []
+
+    def round(self, rng: random.Random, loss: float) -> None:
+        up = [i for i in range(self.n) if self.up[i]]
+        decl = {i: {j: self.edges[i].declare(j) for j in self.nbrs[i]} for i in up}
+        d = torch.randn(self.n, self.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(rng.randrange(2**31)))
+        used_now: set[tuple[int, int]] = set()
+        for i in up:
+            received: dict[int, Declaration] = {}
+            for j in self.nbrs[i]:
+                if self.up[j] and rng.random() >= loss:  # j's message reached i in time
+                    received[j] = decl[j][i]
+                    self.edges[i].alive(j)
+            delta = torch.zeros(self.dim, dtype=torch.float64)
+            for j, theirs in sorted(received.items()):
+                if edge_used(decl[i][j], theirs):
+                    w = edge_weight(decl[i][j], theirs, self.topo.weight(i, j))
+                    delta += w * (d[j] - d[i])
+                    self.edges[i].record(j, w, d[i].clone(), d[j].clone())
+                    used_now.add((i, j))
+            self.c[i] += delta
+            for j, theirs in sorted(received.items()):
+                self.edges[i].sync(j, theirs.epoch)
+            for j in self.nbrs[i]:
+                if j not in received and decl[i][j].live:
+                    self.edges[i].drop(j)
+            self.edges[i].settle(self.c[i])
+        self.used_pairs.append(used_now)
+
+    def crash(self, k: int) -> None:
+        self.up[k] = False
+
+    def restart(self, k: int) -> None:
+        self.up[k] = True
+        self.edges[k].restart(self.c[k])
+
+    def tracker_sum(self) -> float:
+        return float(self.c[[i for i in range(self.n) if self.up[i]]].sum(dim=0).norm())
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["ring", "exponential", "hypercube", "random"]), seed=st.integers(0, 10_000),
+       loss=st.floats(0.0, 0.5), crash=st.booleans(), come_back=st.booleans())
+def test_trackers_sum_to_zero_after_any_churn(kind: str, seed: int, loss: float, crash: bool, come_back: bool) -> None:
+    rng = random.Random(seed)
+    net = Network(kind, 8)
+    for r in range(40):  # churn: lost messages everywhere, maybe a crash and a restart
+        if crash and r == 10:
+            net.crash(3)
+        if crash and come_back and r == 25:
+            net.restart(3)
+        net.round(rng, loss)
+    for _ in range(3):  # two clean rounds let every end hear the other's newest epoch
+        net.round(rng, 0.0)
+    assert net.tracker_sum() < 1e-9
+    # and the edges really mix again: every edge between live nodes is used in the last clean round
+    live_edges = {(i, j) for i in range(8) for j in net.nbrs[i] if net.up[i] and net.up[j]}
+    assert net.used_pairs[-1] == live_edges
+
+
+def test_without_rollback_a_crash_leaves_a_bias() -> None:
+    rng = random.Random(1)
+    with_rb, without = Network("ring", 8), Network("ring", 8, rollback=False)
+    for net in (with_rb, without):
+        for r in range(30):
+            if r == 10:
+                net.crash(3)
+            net.round(random.Random(rng.random()), 0.0)
+    assert with_rb.tracker_sum() < 1e-9
+    assert without.tracker_sum() > 1e-3
+
+
+def test_edge_use_is_symmetric_and_weights_are_doubly_stochastic() -> None:
+    a = Declaration(live=True, epoch=2, degree=1, full=False)
+    b = Declaration(live=True, epoch=2, degree=2, full=True)
+    assert edge_used(a, b) and edge_used(b, a)
+    assert edge_weight(a, b, 0.25) == edge_weight(b, a, 0.25) == mh_weight(1, 2)
+    assert edge_weight(b, b, 0.25) == 0.25  # both complete: the topology's own weight
+    assert not edge_used(a, Declaration(live=True, epoch=3, degree=2))
+    assert not edge_used(a, Declaration(live=False, epoch=2, degree=2))
+
+
+def test_adaptive_deadline_between_floor_and_ceiling() -> None:
+    dl = AdaptiveDeadline(DeadlinePolicy(floor=1.0, ceiling=8.0, factor=10.0, window=5))
+    assert dl.current() == 8.0  # nothing measured yet: patient
+    for _ in range(5):
+        dl.record(0.01)
+    assert dl.current() == 1.0  # fast rounds: the floor
+    for _ in range(5):
+        dl.record(0.5)
+    assert dl.current() == 5.0  # 10 × median
+    for _ in range(5):
+        dl.record(3.0)
+    assert dl.current() == 8.0  # capped

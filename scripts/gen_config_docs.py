@@ -1,4 +1,4 @@
-"""Write docs/configuration.md from the config dataclasses' field metadata (run: .venv/bin/python scripts/gen_config_docs.py)."""
+"""Write docs/configuration.md from the config dataclasses' field metadata (run: python scripts/gen_config_docs.py)."""
 
 from __future__ import annotations
 

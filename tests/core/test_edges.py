@@ -29,7 +29,8 @@ class Network:
     def round(self, rng: random.Random, loss: float) -> None:
         up = [i for i in range(self.n) if self.up[i]]
         decl = {i: {j: self.edges[i].declare(j) for j in self.nbrs[i]} for i in up}
-        d = torch.randn(self.n, self.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(rng.randrange(2**31)))
+        gen = torch.Generator().manual_seed(rng.randrange(2**31))
+        d = torch.randn(self.n, self.dim, dtype=torch.float64, generator=gen)
         used_now: set[tuple[int, int]] = set()
         for i in up:
             received: dict[int, Declaration] = {}

@@ -6,6 +6,7 @@ import click
 
 from peernet import __version__
 from peernet.cli.bootstrap_cmd import bootstrap, status
+from peernet.cli.chaos_cmd import chaos
 from peernet.cli.data_cmd import data_group
 from peernet.cli.keygen_cmd import keygen
 from peernet.cli.local_cmd import local
@@ -34,3 +35,4 @@ main.add_command(status)
 main.add_command(keygen)
 main.add_command(sweep)
 main.add_command(report)
+main.add_command(chaos)

@@ -173,15 +173,17 @@ class NodeDaemon:
                     log.info("round %d abandoned on request", r)
                     break
                 except CatchUp as ahead:
-                    # We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped
-                    # our edges, so drop theirs too, zero the tracker and continue at their round.
+                    # We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped our
+                    # edges. Rejoin like a restarted node: say hello (they answer with their round and resend
+                    # their last messages, which we dropped as too far ahead), zero the tracker, new epochs.
                     x, state = snapshot
-                    edges.restart(state.get("c"))
                     log.warning("round %d: neighbours are at round %d; catching up (tracker reset)", r, ahead.round)
-                    metrics.write({"event": "catchup", "round": r, "to": ahead.round, "time": time.time()})
                     catchups += 1
-                    r = min(ahead.round, rounds)
-                    exchange.skip_to(r)
+                    exchange.replies.clear()
+                    exchange.hello(r, transport.endpoint)
+                    before = r
+                    r, x = self._rejoin(exchange, edges, x, state, r)
+                    metrics.write({"event": "catchup", "round": before, "to": r, "time": time.time()})
                     continue
                 edges.settle(state.get("c"))
                 r += 1
@@ -253,15 +255,7 @@ class NodeDaemon:
     def _rejoin(self, exchange: Exchange, edges: NodeEdges, x: torch.Tensor, state: dict[str, torch.Tensor],
                 start_round: int) -> tuple[int, torch.Tensor]:
         """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (DESIGN.md §6)."""
-        exchange.joining = True
-        deadline = time.perf_counter() + self.cfg.rejoin_wait
-        try:
-            while len(exchange.replies) < len(self.neighbours) and time.perf_counter() < deadline:
-                if self.stop_event.is_set():
-                    break
-                exchange.poll(start_round, timeout=0.1)
-        finally:
-            exchange.joining = False
+        exchange.wait_replies(start_round, self.cfg.rejoin_wait)
         r = max([start_round, *exchange.replies.values()])
         if self.cfg.rejoin == "average" and exchange.latest:
             theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]

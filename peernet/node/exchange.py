@@ -37,6 +37,12 @@ OUTBOX_LIMIT = 4
 #: How many rounds ahead of our own we accept and buffer (a neighbour that includes us is at most one ahead).
 ROUNDS_AHEAD = 1
 
+#: While a node waits for messages it pings its neighbours this often (seconds). A neighbour that is itself
+#: waiting for someone else is thus seen to be alive and is waited for up to the ceiling, while one that is
+#: dead or frozen falls silent and is excluded after the adaptive deadline: without this, every node along
+#: a ring would time out on the next one, each as it waits for the one before.
+PING_EVERY = 0.5
+
 
 class RoundAbandoned(Exception):
     """Raised from inside gossip when the node is asked to stop while waiting for neighbours."""
@@ -87,6 +93,11 @@ class Exchange:
         self.mix_seconds = 0.0
         self.max_wait = 0.0
         self.last_round_used: dict[int, bool] = {}
+        self.last_heard: dict[int, float] = {}   # monotonic time of the last authenticated message per neighbour
+        # Rounds whose message from a neighbour we dropped as too far ahead: waiting for them would be in vain.
+        self.skipped: dict[int, set[int]] = {j: set() for j in neighbours}
+        self.missed: Counter[int] = Counter()    # per neighbour: rounds excluded because its message was skipped
+        self._last_ping = 0.0
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self.byes: set[int] = set()
         self._warn = RateLimitedLog(log, every=10.0)
@@ -120,10 +131,15 @@ class Exchange:
             return
         if header.sender == routing_id and header.kind == "round":
             self._heard(header.sender, header.round)
+            skipped = self.skipped[header.sender]
+            skipped.add(header.round)
+            for old in [r for r in skipped if r < current_round]:
+                skipped.discard(old)
 
-    def _heard(self, sender: int, round_: int) -> None:
+    def _heard(self, sender: int, round_: int | None = None) -> None:
         self.edges.alive(sender)
-        if round_ > self.seen_round.get(sender, -1):
+        self.last_heard[sender] = time.monotonic()
+        if round_ is not None and round_ > self.seen_round.get(sender, -1):
             self.seen_round[sender] = round_
 
     def poll(self, current_round: int, timeout: float) -> None:
@@ -160,7 +176,7 @@ class Exchange:
                     if routing_id == header.sender:
                         self.faulty[routing_id] += 1  # a neighbour sending NaN/Inf/absurd values is faulty
                     raise
-            elif header.kind not in ("hello", "bye"):
+            elif header.kind not in ("hello", "bye", "ping"):
                 raise CodecError(f"unexpected message kind {header.kind!r}")
         except CodecError as exc:
             code = getattr(exc, "code", "kind")
@@ -175,15 +191,19 @@ class Exchange:
         if header.kind == "bye":
             self.byes.add(header.sender)
             return
+        if header.kind == "ping":
+            self._heard(header.sender)
+            return
         if msg is None:
             self._on_hello(header)
             return
         self._heard(header.sender, header.round)
         if self.joining:
+            # Rejoining: the newest state of each neighbour (for rejoin = "average"); the message is also filed
+            # below (decoded into fresh tensors, so it is safe to keep), since it may be the one we need next.
             newest = self.latest.get(header.sender)
             if newest is None or header.round > newest[0]:
                 self.latest[header.sender] = (header.round, msg.tensors)
-            return
         if header.round < current_round:
             self.ignored["stale"] += 1  # a resend of a round we already finished, or one we skipped
         elif header.sender in self.inbox.get(header.round, {}):
@@ -195,7 +215,7 @@ class Exchange:
             self.inbox.setdefault(header.round, {})[header.sender] = (msg.tensors, decl)
 
     def _on_hello(self, header: Header) -> None:
-        self.edges.alive(header.sender)
+        self._heard(header.sender)
         if header.meta.get("reply") is True:
             self.replies[header.sender] = header.round
             self._heard(header.sender, header.round)
@@ -228,6 +248,17 @@ class Exchange:
         for j in self.weights:
             self._send_to(j, frames)
 
+    def _ping(self) -> None:
+        """Tell the neighbours we are alive (and waiting); skipped for a peer whose queue is not empty."""
+        now = time.monotonic()
+        if now - self._last_ping < PING_EVERY:
+            return
+        self._last_ping = now
+        frames = self._control("ping", self.current_round)
+        for j in self.weights:
+            if not self.outbox[j]:
+                self.transport.send(j, frames)
+
     def _send_to(self, peer: int, frames: Frames) -> None:
         """Send now, or queue behind earlier messages the neighbour has not taken yet (keeps the order)."""
         queue = self.outbox[peer]
@@ -253,8 +284,11 @@ class Exchange:
         for j in self.weights:
             self._send_to(j, frames)
         deadline = time.perf_counter() + grace
-        while self.byes < set(self.weights) and time.perf_counter() < deadline and not self.should_stop():
-            self.poll(round_, timeout=0.1)
+        # A fault-injecting transport may still hold our last messages (injected delay): wait for them too.
+        in_flight: Callable[[], int] = getattr(self.transport, "in_flight", lambda: 0)
+        while ((self.byes < set(self.weights) or in_flight() or self._flush())
+               and time.perf_counter() < deadline and not self.should_stop()):
+            self.poll(round_, timeout=0.05)
         missing = sorted(set(self.weights) - self.byes)
         if missing:
             log.warning("leaving without bye from neighbours %s", missing)
@@ -319,33 +353,56 @@ class Exchange:
                 tensors, theirs = received[j]
                 if edge_used(mine[j], theirs):
                     used[j] = (tensors, edge_weight(mine[j], theirs, self.weights[j]))
-            elif mine[j].live:
-                self.timeouts[j] += 1
+            elif mine[j].live and j not in self.byes:  # a neighbour that said bye has finished, not failed
                 self.edges.drop(j)
+                if round_ in self.skipped[j]:
+                    self.missed[j] += 1  # it is ahead of us: its message for this round was dropped on arrival
+                    continue
+                self.timeouts[j] += 1
                 log.warning("round %d: neighbour %d missed the deadline; excluded (epoch %d)", round_, j,
                             self.edges.epoch[j])
         return used
+
+    def _check_behind(self, round_: int) -> None:
+        """Raise CatchUp when every neighbour we know the round of is two or more rounds ahead of us.
+
+        Only then did we stall (SIGSTOP, a long pause) while they went on. A node that is behind just one
+        neighbour, across an edge that was excluded, stays in step with the others: jumping would push the
+        gap onto them, one after the other around the graph. Instead the neighbour ahead waits for it.
+        """
+        known = [r for j, r in self.seen_round.items() if j not in self.byes]
+        if known and min(known) >= round_ + 2:
+            raise CatchUp(min(known))
 
     def _collect(self, round_: int) -> dict[int, tuple[dict[str, torch.Tensor], Declaration]]:
         t0 = time.perf_counter()
         mine = self.declared[round_]
         awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
         patience = self.deadline.current()
+        ceiling = self.deadline.policy.ceiling
         complete = False
         while True:
             have = self.inbox.get(round_, {})
-            if awaited <= have.keys():
+            missing = awaited - have.keys()
+            if not missing:
                 complete = True
                 break
             if self.should_stop():
                 raise RoundAbandoned(round_)
-            ahead = max(self.seen_round.values(), default=-1)
-            if ahead >= round_ + 2:
-                raise CatchUp(ahead)
-            left = patience - (time.perf_counter() - t0)
-            if left <= 0:
+            self._check_behind(round_)
+            if missing <= {j for j in missing if round_ in self.skipped[j]}:
+                break  # what we still miss was dropped as too far ahead: it is not coming
+            elapsed = time.perf_counter() - t0
+            if elapsed >= ceiling:
                 break
-            self.poll(round_, timeout=min(0.2, left))
+            if elapsed >= patience:
+                # Past the deadline: give up on the silent ones; keep waiting (up to the ceiling) only while a
+                # missing neighbour shows it is alive, i.e. it is itself waiting for someone.
+                now = time.monotonic()
+                if all(now - self.last_heard.get(j, 0.0) >= patience for j in missing):
+                    break
+            self._ping()
+            self.poll(round_, timeout=min(0.1, max(0.0, ceiling - elapsed)))
         waited = time.perf_counter() - t0
         self.wait_seconds += waited
         self.max_wait = max(self.max_wait, waited)
@@ -355,6 +412,17 @@ class Exchange:
         for old in [r for r in self.inbox if r <= round_]:
             del self.inbox[old]
         return got
+
+    def wait_replies(self, round_: int, timeout: float) -> None:
+        """After our hello: collect the neighbours' answers (their rounds, their last messages) for a while."""
+        self.joining = True
+        deadline = time.perf_counter() + timeout
+        try:
+            while len(self.replies) < len(self.weights) and time.perf_counter() < deadline and not self.should_stop():
+                self._ping()  # we are alive: a neighbour waiting for us keeps waiting
+                self.poll(round_, timeout=0.1)
+        finally:
+            self.joining = False
 
     def skip_to(self, round_: int) -> None:
         """Forget everything buffered before ``round_`` (after a catch-up or a rejoin)."""

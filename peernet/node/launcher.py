@@ -62,6 +62,10 @@ class LocalCluster:
     bootstrap: subprocess.Popen[bytes] | None = None
     nodes: dict[int, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
     address: str = ""
+    #: Per process ("bootstrap" or a node id): a command prefix (e.g. ``ip netns exec NS``) and, for nodes, a
+    #: listen endpoint instead of a random loopback port. Set by the chaos harness's network lab.
+    prefix: dict[int | str, list[str]] = dataclasses.field(default_factory=dict)
+    listen: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
@@ -107,15 +111,19 @@ class LocalCluster:
     def state_dir(self, node_id: int) -> Path:
         return self.out / "nodes" / f"node{node_id}"
 
-    def start_bootstrap(self, timeout: float = 60.0) -> str:
-        log = (self.out / "bootstrap.log").open("wb")
-        self.bootstrap = subprocess.Popen([sys.executable, "-m", "peernet", "bootstrap", "--config",
-                                           str(self.out / "bootstrap.toml"), "--fresh"],
+    def start_bootstrap(self, timeout: float = 60.0, *, restart: bool = False) -> str:
+        """Start the bootstrap (``restart``: keep its registry, as after a crash) and return its address."""
+        log_path = self.out / "bootstrap.log"
+        offset = log_path.stat().st_size if restart and log_path.exists() else 0
+        log = log_path.open("ab" if restart else "wb")
+        self.bootstrap = subprocess.Popen([*self.prefix.get("bootstrap", []), sys.executable, "-m", "peernet",
+                                           "bootstrap", "--config", str(self.out / "bootstrap.toml"),
+                                           *([] if restart else ["--fresh"])],
                                           stdout=log, stderr=subprocess.STDOUT, env=_child_env())
         pattern = re.compile(r"bootstrap listening on (tcp://\S+)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = pattern.search((self.out / "bootstrap.log").read_text(errors="replace"))
+            match = pattern.search(log_path.read_bytes()[offset:].decode(errors="replace"))
             if match:
                 self.address = match.group(1)
                 return self.address
@@ -126,7 +134,8 @@ class LocalCluster:
         raise LaunchError(f"bootstrap did not report its address within {timeout}s")
 
     def start_node(self, node_id: int, *, fresh: bool = True) -> subprocess.Popen[bytes]:
-        cfg = {"id": node_id, "run": "run.toml", "listen": "tcp://127.0.0.1:*", "bootstrap": self.address,
+        cfg = {"id": node_id, "run": "run.toml", "listen": self.listen.get(node_id, "tcp://127.0.0.1:*"),
+               "bootstrap": self.address,
                "state_dir": str(self.state_dir(node_id).relative_to(self.out)), **self.node_options}
         if self.curve:
             cfg |= {"secret_key": f"{KEYS_DIR}/{node_key_name(node_id)}{SECRET_SUFFIX}",
@@ -134,7 +143,8 @@ class LocalCluster:
         write_toml(self.node_config_path(node_id), cfg)
         self.state_dir(node_id).mkdir(parents=True, exist_ok=True)
         log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab")
-        cmd = [sys.executable, "-m", "peernet", "node", "--config", str(self.node_config_path(node_id))]
+        cmd = [*self.prefix.get(node_id, []), sys.executable, "-m", "peernet", "node", "--config",
+               str(self.node_config_path(node_id))]
         if fresh:
             cmd.append("--fresh")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
@@ -180,6 +190,7 @@ class LocalCluster:
         procs = [p for p in [*self.nodes.values(), self.bootstrap] if p is not None]
         for p in procs:
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for p in procs:

@@ -48,6 +48,10 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "finished_nodes": sum(bool(s.get("finished")) for s in node_summaries.values()),
         "dropped_messages": sum(sum(s.get("dropped", {}).values()) for s in node_summaries.values()),
         "bytes_out": sum(s.get("bytes_out", 0) for s in node_summaries.values()),
+        # Fault handling: rounds a neighbour was excluded for missing its deadline, catch-ups, crash rejoins.
+        "timeouts": sum(sum(s.get("timeouts", {}).values()) for s in node_summaries.values()),
+        "catchups": sum(s.get("catchups", 0) for s in node_summaries.values()),
+        "rejoined_nodes": sorted(i for i, s in node_summaries.items() if s.get("rejoined")),
     }
     if isinstance(task, ImageTask):
         accs = [s.get("test_accuracy") for s in node_summaries.values()]

@@ -276,6 +276,10 @@ class FaultyTransport:
             if got is not None or time.monotonic() >= deadline:
                 return got
 
+    def in_flight(self) -> int:
+        """Messages still delayed or held back here: a node about to exit waits for them (exchange.goodbye)."""
+        return len(self._heap) + len(self._held)
+
     def close(self) -> None:
         """Discard what is still delayed (like linger 0) and close the inner transport; idempotent."""
         self._closed = True

@@ -17,9 +17,13 @@ log = logging.getLogger("peernet.transport")
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 5000
-_HEARTBEAT_IVL_MS = 1000
-_HEARTBEAT_TIMEOUT_MS = 3000
-_HEARTBEAT_TTL_MS = 6000
+# No ZMTP heartbeats: with a small RCVHWM, libzmq 4.3.x aborts the whole process ("Assertion failed:
+# !_io_error (stream_engine_base.cpp)", zeromq/libzmq#4364, #4767) when a heartbeat timeout resets a connection
+# whose receiver was slow or stopped (SIGSTOP). Liveness comes from the exchange's own pings instead, and a
+# peer that vanished without closing its connection is found by TCP keepalive.
+_TCP_KEEPALIVE_IDLE_S = 10
+_TCP_KEEPALIVE_INTVL_S = 5
+_TCP_KEEPALIVE_CNT = 3
 # A routing id longer than this is not an ASCII decimal node id we would ever assign.
 _MAX_ID_DIGITS = 10
 
@@ -140,9 +144,10 @@ class ZmqTransport:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._sndhwm)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, _HEARTBEAT_TTL_MS)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, _TCP_KEEPALIVE_IDLE_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, _TCP_KEEPALIVE_INTVL_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, _TCP_KEEPALIVE_CNT)
 
     def _check_open(self) -> None:
         if self._closed:

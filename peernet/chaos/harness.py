@@ -1,0 +1,153 @@
+"""Run a chaos scenario: a local cluster (optionally one network namespace per process) and its timed events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from peernet.chaos.netns import NetnsLab
+from peernet.chaos.scenario import Event, Scenario
+from peernet.errors import PeernetError
+from peernet.node.launcher import LocalCluster, write_toml
+from peernet.node.results import merge_run
+
+log = logging.getLogger("peernet.chaos")
+
+POLL_S = 0.1
+
+
+class ScenarioFailed(PeernetError):
+    """The cluster did not get through the scenario: a node failed, or it ran out of time."""
+
+
+class ChaosRun:
+    """One execution of a scenario into a run directory; ``run()`` returns the report (also ``chaos.json``)."""
+
+    def __init__(self, scenario: Scenario, out: str | Path) -> None:
+        self.scenario = scenario
+        self.out = Path(out)
+        self.cluster = LocalCluster.prepare(scenario.settings, self.out, scenario.node_options, curve=True)
+        self.lab: NetnsLab | None = None
+        self.timeline: list[dict[str, Any]] = []
+        self.gone: set[int] = set()   # killed and not restarted: not waited for at the end
+        self.t0 = 0.0
+
+    def _member(self, node: int) -> str:
+        return f"n{node}"
+
+    def _open_network(self) -> NetnsLab:
+        net = self.scenario.network
+        assert net is not None
+        ids = list(self.cluster.topology.ids)
+        lab = NetnsLab(["boot", *[self._member(i) for i in ids]]).open()
+        self.cluster.prefix["bootstrap"] = lab.exec_prefix("boot")
+        boot = self.out / "bootstrap.toml"
+        from peernet.config import read_toml
+
+        cfg = read_toml(boot)
+        cfg["listen"] = f"tcp://{lab.address('boot')}:{net.port - 1}"
+        write_toml(boot, cfg)
+        for i in ids:
+            self.cluster.prefix[i] = lab.exec_prefix(self._member(i))
+            self.cluster.listen[i] = f"tcp://{lab.address(self._member(i))}:{net.port}"
+        if net.loss_percent:
+            lab.set_loss(net.loss_percent)
+        if net.rate:
+            lab.set_rate(net.rate)
+        return lab
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _due(self, event: Event, last: float) -> bool:
+        now = time.monotonic()
+        if event.at_time is not None:
+            return now - self.t0 >= event.at_time
+        if event.after is not None:
+            return now - last >= event.after
+        watch = event.watch if event.watch is not None else (event.node if event.node is not None else 0)
+        return self.cluster.rounds_done()[watch] >= (event.at_round or 0)
+
+    def _apply(self, event: Event) -> None:
+        c, lab = self.cluster, self.lab
+        node = event.node
+        if event.action in ("kill", "stop", "cont"):
+            assert node is not None
+            sig = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "cont": signal.SIGCONT}[event.action]
+            c.nodes[node].send_signal(sig)
+            if event.action == "kill":
+                c.nodes[node].wait(timeout=10)
+                self.gone.add(node)
+        elif event.action == "restart":
+            assert node is not None
+            c.start_node(node, fresh=False)
+            self.gone.discard(node)
+        elif event.action == "kill_bootstrap":
+            assert c.bootstrap is not None
+            c.bootstrap.send_signal(signal.SIGKILL)
+            c.bootstrap.wait(timeout=10)
+        elif event.action == "restart_bootstrap":
+            c.start_bootstrap(restart=True)
+        else:
+            assert lab is not None
+            members = None if event.nodes is None else [self._member(i) for i in event.nodes]
+            if event.action == "loss":
+                lab.set_loss(event.percent or 0.0, members)
+            elif event.action == "rate":
+                assert event.rate is not None
+                lab.set_rate(event.rate, members)
+            elif event.action == "partition":
+                assert event.groups is not None
+                lab.partition([[self._member(i) for i in g] for g in event.groups])
+            else:
+                lab.heal()
+
+    def _check_nodes(self) -> None:
+        for i, proc in self.cluster.nodes.items():
+            code = proc.poll()
+            if i not in self.gone and code not in (None, 0):
+                raise ScenarioFailed(f"node {i} exited with status {code}; see {self.out}/node{i}.log")
+
+    def _wait(self, until: float) -> bool:
+        """Sleep one poll interval; False once the scenario's time is up."""
+        self._check_nodes()
+        time.sleep(POLL_S)
+        return time.monotonic() < until
+
+    # -- run -------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        sc = self.scenario
+        with ExitStack() as stack:
+            if sc.network is not None:
+                self.lab = self._open_network()
+                stack.callback(self.lab.close)
+            stack.callback(self.cluster.stop)
+            self.cluster.start()
+            self.t0 = time.monotonic()
+            until = self.t0 + sc.timeout
+            last = self.t0
+            for event in sc.events:
+                while not self._due(event, last):
+                    if not self._wait(until):
+                        raise ScenarioFailed(f"timed out after {sc.timeout:g}s waiting to apply {event}")
+                self._apply(event)
+                last = time.monotonic()
+                rounds = self.cluster.rounds_done()
+                self.timeline.append({"action": event.action, "node": event.node, "time": round(last - self.t0, 3),
+                                      "rounds": rounds})
+                log.info("t=%.1fs %s%s (rounds %s)", last - self.t0, event.action,
+                         "" if event.node is None else f" node {event.node}", rounds)
+            while any(p.poll() is None for i, p in self.cluster.nodes.items() if i not in self.gone):
+                if not self._wait(until):
+                    raise ScenarioFailed(f"the cluster did not finish within {sc.timeout:g}s; logs in {self.out}")
+            self._check_nodes()
+            wall = time.monotonic() - self.t0
+        finished = {i: self.cluster.state_dir(i) for i in self.cluster.topology.ids if i not in self.gone}
+        report = {"scenario": sc.name, "events": self.timeline, "gone": sorted(self.gone),
+                  "summary": merge_run(sc.settings, self.cluster.topology, finished, wall)}
+        (self.out / "chaos.json").write_text(json.dumps(report, indent=2) + "\n")
+        (self.out / "summary.json").write_text(json.dumps(report["summary"], indent=2) + "\n")
+        return report

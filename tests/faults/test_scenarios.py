@@ -1,0 +1,84 @@
+"""The shipped chaos scenarios (node/chaos/*.toml) on the reference run: every node finishes, quality holds."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peernet.chaos.harness import ChaosRun
+from peernet.chaos.netns import check_available
+from peernet.chaos.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "node" / "chaos"
+TOLERANCE = 0.015  # 1.5 accuracy points
+
+
+def run(name: str, out: Path) -> dict[str, Any]:
+    report = ChaosRun(load_scenario(SCENARIOS / f"{name}.toml"), out / name).run()
+    s = report["summary"]
+    print(f"\n{name}: mean test accuracy {s['mean_test_accuracy']:.4f}, finished {s['finished_nodes']}, "
+          f"timeouts {s['timeouts']}, catch-ups {s['catchups']}, rejoined {s['rejoined_nodes']}, "
+          f"{s['wall_seconds']:.0f}s")
+    return report
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    report = run("fault-free", tmp_path_factory.mktemp("chaos"))
+    assert report["summary"]["finished_nodes"] == 8 and report["summary"]["timeouts"] == 0
+    return report["summary"]
+
+
+def node_summary(out: Path, name: str, node: int) -> dict[str, Any]:
+    return json.loads((out / name / "nodes" / f"node{node}" / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_kill_and_restart_resumes_from_checkpoint(baseline: dict[str, Any], tmp_path: Path) -> None:
+    s = run("kill-restart", tmp_path)["summary"]
+    assert s["finished_nodes"] == 8
+    assert s["rejoined_nodes"] == [3]
+    log = (tmp_path / "kill-restart" / "node3.log").read_text()
+    match = re.search(r"resuming from checkpoint at round (\d+) \(periodic", log)
+    assert match and 35 <= int(match.group(1)) <= 40  # killed after round 40; checkpoints every 5 rounds
+    assert "rejoining at round" in log
+    assert node_summary(tmp_path, "kill-restart", 3)["finished"]
+    assert abs(s["mean_test_accuracy"] - baseline["mean_test_accuracy"]) <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_sigstop_neighbours_go_on_and_it_catches_up(baseline: dict[str, Any], tmp_path: Path) -> None:
+    report = run("stop-cont", tmp_path)
+    stop, cont = report["events"]
+    # While node 5 was frozen its neighbours kept training ...
+    for j in (4, 6):
+        assert cont["rounds"][j] - stop["rounds"][j] >= 20
+    assert cont["rounds"][5] == stop["rounds"][5]
+    # ... and after SIGCONT it caught up with them, was mixed with again, and finished.
+    five = node_summary(tmp_path, "stop-cont", 5)
+    assert five["finished"] and five["catchups"] >= 1
+    log = (tmp_path / "stop-cont" / "node5.log").read_text()
+    assert "catching up" in log
+    rounds = [json.loads(line) for line in (tmp_path / "stop-cont" / "nodes" / "node5" / "metrics.jsonl").open()]
+    after = [r for r in rounds if r.get("event") == "round" and r["round"] > cont["rounds"][4] + 5]
+    assert after and all(r["used"] == 2 for r in after[-20:])  # both edges in use again at the end
+    assert report["summary"]["finished_nodes"] == 8
+
+
+@pytest.mark.slow
+def test_bootstrap_killed_after_start_run_completes(baseline: dict[str, Any], tmp_path: Path) -> None:
+    s = run("bootstrap-kill", tmp_path)["summary"]
+    assert s["finished_nodes"] == 8
+    assert s["mean_test_accuracy"] == pytest.approx(baseline["mean_test_accuracy"], abs=1e-9)  # no effect at all
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(check_available() is not None, reason=f"network namespaces unavailable: {check_available()}")
+def test_lossy_network_in_namespaces(baseline: dict[str, Any], tmp_path: Path) -> None:
+    s = run("lossy-network", tmp_path)["summary"]
+    assert s["finished_nodes"] == 8
+    assert abs(s["mean_test_accuracy"] - baseline["mean_test_accuracy"]) <= TOLERANCE

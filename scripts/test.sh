@@ -4,6 +4,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# The chaos tests put processes in network namespaces (iproute2, nftables); as root, install what is missing.
+if [ "$(id -u)" -eq 0 ]; then
+  test_apt=()
+  command -v ip >/dev/null 2>&1 || test_apt+=(iproute2)
+  command -v nft >/dev/null 2>&1 || test_apt+=(nftables)
+  if [ ${#test_apt[@]} -gt 0 ]; then
+    echo "test.sh: installing ${test_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq "${test_apt[@]}"; } >/dev/null || exit 1
+  fi
+fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 .venv/bin/python -m pytest -q "$@"
 rc=$?

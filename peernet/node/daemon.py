@@ -151,6 +151,7 @@ class NodeDaemon:
             exchange.hello(start_round, transport.endpoint)
             if crashed:
                 r, x = self._rejoin(exchange, edges, x, state, start_round)
+                self._checkpoint(r, x, state, edges, clean=False)  # never older than the interval, even now
             log.info("started: %d rounds, neighbours %s, device %s, %s", rounds, sorted(self.neighbours), self.device,
                      "CURVE" if keys else "no CURVE")
             metrics.write({"event": "start", "round": r, "time": time.time(), "incarnation": incarnation,
@@ -184,6 +185,7 @@ class NodeDaemon:
                     before = r
                     r, x = self._rejoin(exchange, edges, x, state, r)
                     metrics.write({"event": "catchup", "round": before, "to": r, "time": time.time()})
+                    self._checkpoint(r, x, state, edges, clean=False)
                     continue
                 edges.settle(state.get("c"))
                 r += 1
@@ -256,7 +258,9 @@ class NodeDaemon:
                 start_round: int) -> tuple[int, torch.Tensor]:
         """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (DESIGN.md §6)."""
         exchange.wait_replies(start_round, self.cfg.rejoin_wait)
-        r = max([start_round, *exchange.replies.values()])
+        # The slowest neighbour's round: it still holds (and resent) its messages of that round, and those ahead
+        # wait for us, whereas jumping to the fastest would leave the slowest waiting for rounds we skipped.
+        r = max(start_round, min(exchange.replies.values(), default=start_round))
         if self.cfg.rejoin == "average" and exchange.latest:
             theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]
             x = torch.stack(theirs).mean(dim=0)

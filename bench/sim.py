@@ -90,7 +90,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     lenet = RunSettings(model="lenet", nodes=args.nodes, topology="ring", batch_size=100)
-    rows = {
+    rows: dict[str, Any] = {
         "vectorized": sim_throughput(lenet, "vectorized", args.rounds),
         "loop": sim_throughput(lenet, "loop", args.rounds),
     }

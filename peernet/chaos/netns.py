@@ -102,7 +102,9 @@ class NetnsLab:
         for member in members or self.members:
             ns = self.ns(member)
             self._in(ns, "nft", f"flush chain inet {TABLE} loss")
-            if per_mille > 0:
+            if per_mille >= 1000:
+                self._in(ns, "nft", f"add rule inet {TABLE} loss drop")
+            elif per_mille > 0:
                 self._in(ns, "nft", f"add rule inet {TABLE} loss numgen random mod 1000 < {per_mille} drop")
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:

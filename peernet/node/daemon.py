@@ -239,17 +239,21 @@ class NodeDaemon:
                     resuming: bool) -> dict[int, dict[str, Any]] | None:
         """Register and wait for the start; a restarted node whose bootstrap is gone uses its cached table."""
         keys = self.keys
+        cached = read_table(self.state_dir) if resuming else None
+        if cached is not None:
+            client.retries = 1  # one try: with a table in hand, a dead bootstrap must not keep us out for long
         try:
             client.register(self.cfg.id, endpoint, fingerprint=self.fingerprint, incarnation=incarnation,
                             public_key=None if keys is None else keys.public.decode(), replaces=previous)
             table = client.wait_start(self.cfg.id, incarnation, timeout=self.cfg.start_timeout,
                                       should_stop=self.stop_event.is_set)
         except BootstrapUnavailable:
-            cached = read_table(self.state_dir) if resuming else None
             if cached is None:
                 raise
             log.warning("bootstrap %s does not answer; rejoining with the cached address table", self.cfg.bootstrap)
             return cached
+        finally:
+            client.retries = self.cfg.bootstrap_retries
         if table is not None:
             write_table(self.state_dir, table)
         return table

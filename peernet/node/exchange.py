@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from peernet.core.deadline import AdaptiveDeadline
+from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.errors import CodecError
@@ -60,16 +60,17 @@ class Exchange:
     """Per-round message exchange with the node's neighbours over a transport."""
 
     def __init__(self, transport: Transport, node_id: int, run: str, neighbours: Mapping[int, float],
-                 layout: Mapping[str, TensorSpec], *, edges: NodeEdges, deadline: AdaptiveDeadline,
-                 tracked: str | None = None, max_abs: float | None = None,
+                 layout: Mapping[str, TensorSpec], *, edges: NodeEdges | None = None,
+                 deadline: AdaptiveDeadline | None = None, tracked: str | None = None, max_abs: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
         self.weights = dict(neighbours)  # the topology's weights, used while every edge is up
         self.layout = dict(layout)
-        self.edges = edges
-        self.deadline = deadline
+        # Defaults for callers that only exchange (tests, tools): every edge live, the default deadline policy.
+        self.edges = edges if edges is not None else NodeEdges(neighbours, tracks=False)
+        self.deadline = deadline if deadline is not None else AdaptiveDeadline(DeadlinePolicy())
         self.tracked = tracked
         self.max_abs = max_abs
         self.should_stop = should_stop
@@ -120,8 +121,11 @@ class Exchange:
 
     def _drop(self, code: str, detail: str, sender: int | None) -> None:
         self.dropped[code] += 1
-        self._warn.warning(f"drop:{code}", "dropped message from %s: %s (%s; %d dropped so far)", sender, detail,
-                           code, sum(self.dropped.values()))
+        total = sum(self.dropped.values())
+        log.debug("dropped message from %s: %s (%s; %d dropped so far)", sender, detail, code, total)
+        # At most one warning per reason every 10 s: a hostile peer must not be able to fill the disk with logs.
+        self._warn.warning(f"drop:{code}", "%d invalid messages dropped so far; latest from %s: %s (%s)", total,
+                           sender, detail, code)
 
     def _note_round_hint(self, routing_id: int, frame: bytes | memoryview, current_round: int) -> None:
         """A round message too far ahead is dropped, but its round tells us the neighbours went on."""

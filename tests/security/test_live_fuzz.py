@@ -306,7 +306,8 @@ def _max_bytes(dim: int) -> tuple[int, int]:
 def test_node_survives_a_thousand_random_malformed_messages(make_cluster: Any, tmp_path: Path) -> None:
     settings = RunSettings(**MODEL, rounds=ROUNDS)
     # Without CURVE, so that the attacker reaches the codec (with CURVE a stranger never gets past the handshake).
-    cluster: LocalCluster = make_cluster(settings, curve=False, checkpoint_every=50)
+    # log_level debug: node 0 logs every drop (warnings about drops are rate-limited), which the attack follows.
+    cluster: LocalCluster = make_cluster(settings, curve=False, checkpoint_every=50, log_level="debug")
     cluster.start()
     wait_for_round(cluster, 0, 3)
     node0 = cluster.nodes[0]

@@ -33,6 +33,12 @@ def check_available() -> str | None:
     for tool in ("ip", "nft", "tc"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (Debian: iproute2, nftables)"
+    # Root in a container may still lack the capability to make namespaces: try one.
+    probe = f"pnprobe{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
 

@@ -264,7 +264,9 @@ class NodeDaemon:
         exchange.wait_replies(start_round, self.cfg.rejoin_wait)
         # The slowest neighbour's round: it still holds (and resent) its messages of that round, and those ahead
         # wait for us, whereas jumping to the fastest would leave the slowest waiting for rounds we skipped.
-        r = max(start_round, min(exchange.replies.values(), default=start_round))
+        # Without any answer (they may not hear us yet), the rounds their own messages announced are the guide.
+        known = exchange.replies or {j: k for j, k in exchange.seen_round.items() if j not in exchange.byes}
+        r = max(start_round, min(known.values(), default=start_round))
         if self.cfg.rejoin == "average" and exchange.latest:
             theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]
             x = torch.stack(theirs).mean(dim=0)

@@ -25,7 +25,8 @@ def render(wire: dict[str, Any], sim: dict[str, Any], elapsed: float) -> str:
     lines = [
         "# Performance",
         "",
-        "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim` and `python -m bench.scale`) on "
+        "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim` and "
+        "`python -m bench.scale`) on "
         f"{time.strftime('%Y-%m-%d')}, in {elapsed / 60:.1f} minutes. Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, torch {m['torch']}, pyzmq {m['pyzmq']}, libzmq {m['libzmq']}. "
         "Every comparison is a ratio of two figures measured in the same run; the absolute numbers move "

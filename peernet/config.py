@@ -216,14 +216,18 @@ def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None)
             data[key] = str(Path(path).parent / value)
     merged = {**data, **(overrides or {})}
     settings = from_mapping(RunSettings, merged, source=str(path))
+    # Checked here, not only in resolve_topology, so the message names the file the typo is in.
+    _check_topology_name(settings.topology, file=str(path))
+    return settings
+
+
+def _check_topology_name(topology: str, file: str | None = None) -> None:
+    """A generator kind, or something that names a topology file; otherwise a ConfigError."""
     from peernet.core.topology import GENERATORS
 
-    topology = settings.topology
     if topology not in GENERATORS and not (_looks_like_path(topology) or Path(topology).exists()):
-        # Checked here, not only in resolve_topology, so the message names the file the typo is in.
         raise ConfigError(f"{topology!r} is neither a generator ({', '.join(GENERATORS)}) "
-                          "nor an existing topology file", file=str(path), key="topology")
-    return settings
+                          "nor an existing topology file", file=file, key="topology")
 
 
 def _looks_like_path(value: str) -> bool:
@@ -239,7 +243,5 @@ def resolve_topology(settings: RunSettings, *, key_files: bool = True) -> Any:
 
     if settings.topology in GENERATORS:
         return generate(settings.topology, settings.nodes, seed=settings.seed)
-    if _looks_like_path(settings.topology) or Path(settings.topology).exists():
-        return load_topology(settings.topology, key_files=key_files)
-    raise ConfigError(f"{settings.topology!r} is neither a generator ({', '.join(GENERATORS)}) "
-                      "nor an existing topology file", key="topology")
+    _check_topology_name(settings.topology)
+    return load_topology(settings.topology, key_files=key_files)

@@ -219,10 +219,10 @@ class Exchange:
             self.inbox.setdefault(header.round, {})[header.sender] = (msg.tensors, decl)
 
     def _on_hello(self, header: Header) -> None:
-        self._heard(header.sender)
-        if header.meta.get("reply") is True:
+        reply = header.meta.get("reply") is True
+        self._heard(header.sender, header.round if reply else None)  # a reply's round is where the sender is
+        if reply:
             self.replies[header.sender] = header.round
-            self._heard(header.sender, header.round)
             return
         endpoint = header.meta.get("endpoint")
         if isinstance(endpoint, str):

@@ -16,7 +16,7 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests; treating as failure" >&2

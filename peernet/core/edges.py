@@ -124,6 +124,18 @@ class NodeEdges:
             self._roll_back(j)
             self.epoch[j] = their_epoch
 
+    def peer_restarted(self, j: int) -> None:
+        """``j`` said hello: it (re)started with a zero tracker, possibly from a checkpoint with older epochs.
+
+        Our flow over the edge has no counterpart any more, so it is rolled back, and a new epoch begins that
+        is newer than any the previous incarnation declared (it adopts ours when it hears it). Without this, a
+        node restarted within the deadline could come back at an epoch equal to ours and be mixed with while
+        our side still holds the flow exchanged with its previous incarnation.
+        """
+        if j in self.flow:
+            self._roll_back(j)
+            self.epoch[j] += 1
+
     def restart(self, tracker: torch.Tensor | None) -> None:
         """Rejoin after a crash or a long stall: tracker and flows to zero, a new epoch on every edge.
 

@@ -11,6 +11,16 @@ from peernet.errors import ConfigError
 from peernet.security.keys import is_z85_key
 from peernet.transport.faults import FaultConfig
 
+REJOIN_MODES = ("auto", "checkpoint", "average")
+
+
+def rejoin_from_checkpoint(mode: str, lag: int, checkpoint_every: int) -> bool:
+    """Whether a restarted node continues from its checkpoint (else from its neighbours' average), ``lag``
+    rounds behind them. ``auto`` tolerates the lag a periodic checkpoint plus a prompt restart leave."""
+    if mode == "auto":
+        return lag <= max(10, 2 * checkpoint_every)
+    return mode == "checkpoint"
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -38,9 +48,10 @@ class NodeConfig:
                                    "complete rounds took to gather, between the floor and the ceiling"})
     rollback: bool = field(default=True, metadata={"help": "roll a dropped edge's tracker flow back (DESIGN.md "
                            "§3); false only to show the bias it prevents"})
-    rejoin: str = field(default="checkpoint", metadata={"choices": ("checkpoint", "average"), "help": "after a "
-                        "crash: continue from the checkpoint's parameters, or from the average of the "
-                        "neighbours' current ones"})
+    rejoin: str = field(default="auto", metadata={"choices": REJOIN_MODES, "help": "after a crash: continue "
+                        "from the checkpoint's parameters, or from the average of the neighbours' current ones; "
+                        "auto: the checkpoint unless it is more than max(10, 2 × checkpoint_every) rounds behind "
+                        "the neighbours (a stale model would pull them back)"})
     rejoin_wait: float = field(default=5.0, metadata={"help": "seconds a restarted node waits for its "
                                "neighbours to say which round they are at"})
     record_params: bool = field(default=False, metadata={"help": "write the parameters into each evaluation "
@@ -80,8 +91,8 @@ class NodeConfig:
                               key="deadline_ceiling")
         if not 1 <= self.deadline_factor < math.inf:
             raise ConfigError(f"must be >= 1, got {self.deadline_factor}", key="deadline_factor")
-        if self.rejoin not in ("checkpoint", "average"):
-            raise ConfigError(f"{self.rejoin!r} is not checkpoint or average", key="rejoin")
+        if self.rejoin not in REJOIN_MODES:
+            raise ConfigError(f"{self.rejoin!r} is not one of {', '.join(REJOIN_MODES)}", key="rejoin")
         if self.max_abs < 0:
             raise ConfigError(f"must be >= 0, got {self.max_abs}", key="max_abs")
         if self.bootstrap_retries < 1:

@@ -25,7 +25,7 @@ from peernet.core.topology import GENERATORS
 from peernet.errors import BootstrapUnavailable, ConfigError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
-from peernet.node.config import NodeConfig
+from peernet.node.config import NodeConfig, rejoin_from_checkpoint
 from peernet.node.curve import load_node_keys
 from peernet.node.exchange import CatchUp, Exchange, RoundAbandoned
 from peernet.node.heartbeat import Heartbeat
@@ -148,7 +148,7 @@ class NodeDaemon:
                 transport.connect(j, table[j]["endpoint"])
             heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event, curve=None if keys is None else keys.client())
             heartbeat.start()
-            exchange.hello(start_round, transport.endpoint)
+            exchange.hello(start_round, transport.endpoint, reset=crashed)
             if crashed:
                 r, x = self._rejoin(exchange, edges, x, state, start_round)
                 self._checkpoint(r, x, state, edges, clean=False)  # never older than the interval, even now
@@ -181,7 +181,7 @@ class NodeDaemon:
                     log.warning("round %d: neighbours are at round %d; catching up (tracker reset)", r, ahead.round)
                     catchups += 1
                     exchange.replies.clear()
-                    exchange.hello(r, transport.endpoint)
+                    exchange.hello(r, transport.endpoint, reset=True)
                     before = r
                     r, x = self._rejoin(exchange, edges, x, state, r)
                     metrics.write({"event": "catchup", "round": before, "to": r, "time": time.time()})
@@ -205,8 +205,13 @@ class NodeDaemon:
                     log.info("round %d/%d loss %.4f %s", r, rounds, loss, _fmt(last_eval))
                 if self.cfg.checkpoint_every and r % self.cfg.checkpoint_every == 0:
                     self._checkpoint(r, x, state, edges, clean=False)
-            self._checkpoint(r, x, state, edges, clean=True)
             finished = r >= rounds
+            if finished and last_eval.get("round") != r:
+                # Reached the end by a jump (a rejoin or catch-up at the last rounds): evaluate what we finish with,
+                # so the summary never reports an earlier model's accuracy as the final one.
+                last_eval = self._evaluate(task, x, x, exchange, r)
+                metrics.write(last_eval)
+            self._checkpoint(r, x, state, edges, clean=True)
             if finished:
                 exchange.goodbye(r, grace=self.cfg.deadline_ceiling)
             peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -267,15 +272,19 @@ class NodeDaemon:
         # Without any answer (they may not hear us yet), the rounds their own messages announced are the guide.
         known = exchange.replies or {j: k for j, k in exchange.seen_round.items() if j not in exchange.byes}
         r = max(start_round, min(known.values(), default=start_round))
-        if self.cfg.rejoin == "average" and exchange.latest:
+        average = (not rejoin_from_checkpoint(self.cfg.rejoin, r - start_round, self.cfg.checkpoint_every)
+                   and bool(exchange.latest))
+        if average:
             theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]
             x = torch.stack(theirs).mean(dim=0)
+            for value in state.values():  # the old momentum belongs to the old model: start afresh at the new one
+                value.zero_()
         edges.restart(state.get("c"))
         exchange.skip_to(r)
         exchange.latest.clear()
         log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,
                     start_round, dict(sorted(exchange.replies.items())),
-                    "neighbours' average" if self.cfg.rejoin == "average" and exchange.latest else "checkpoint")
+                    "neighbours' average" if average else "checkpoint")
         return r, x
 
     def _checkpoint(self, round_: int, x: torch.Tensor, state: dict[str, torch.Tensor], edges: NodeEdges, *,

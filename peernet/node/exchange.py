@@ -101,6 +101,10 @@ class Exchange:
         self._last_ping = 0.0
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self.byes: set[int] = set()
+        #: Neighbours that said hello with a reset tracker after this round's declarations went out: the edge's
+        #: flow was rolled back and its epoch moved on, so this round must not mix over it (it would record a
+        #: flow in the old epoch that the other end later rolls back alone).
+        self.reset_this_round: set[int] = set()
         self._warn = RateLimitedLog(log, every=10.0)
         # Messages a neighbour could not take yet (connection still being set up after a (re)connect with
         # IMMEDIATE=1, or its queue full): retried on every poll, oldest first, a few per neighbour at most.
@@ -227,6 +231,13 @@ class Exchange:
         endpoint = header.meta.get("endpoint")
         if isinstance(endpoint, str):
             self.transport.connect(header.sender, endpoint)
+        if header.meta.get("reset") is True:
+            # It zeroed its tracker (crash or catch-up): our side of the edge goes too, and whatever its previous
+            # incarnation sent that still waits here must not be mixed with the new one's state.
+            self.edges.peer_restarted(header.sender)
+            self.reset_this_round.add(header.sender)
+            for held_round in self.inbox.values():
+                held_round.pop(header.sender, None)
         # Tell it where we are, then send again what we sent its previous incarnation (lost with it): the
         # rounds we still hold from its round on, oldest first, or our newest one if it is further behind.
         self._send_to(header.sender, self._control("hello", self.current_round, reply=True))
@@ -245,10 +256,10 @@ class Exchange:
                         degree=self.edges.degree(), epoch=0, meta=dict(meta))
         return encode(header, {})
 
-    def hello(self, round_: int, endpoint: str) -> None:
-        """Tell every neighbour we (re)started and which round we are at."""
+    def hello(self, round_: int, endpoint: str, *, reset: bool = False) -> None:
+        """Tell every neighbour we (re)started and which round we are at; ``reset``: our tracker is zeroed."""
         self.current_round = round_
-        frames = self._control("hello", round_, endpoint=endpoint)
+        frames = self._control("hello", round_, endpoint=endpoint, reset=reset)
         for j in self.weights:
             self._send_to(j, frames)
 
@@ -302,6 +313,7 @@ class Exchange:
                       degree=0, epoch=0, tensors=specs_of(tensors))
         payload = encode(base, tensors)[1:]
         declared = {j: self.edges.declare(j) for j in self.weights}
+        self.reset_this_round.clear()
         self.declared[round_] = declared
         frames: dict[int, Frames] = {}
         for j in sorted(self.weights):
@@ -355,7 +367,7 @@ class Exchange:
         for j in sorted(self.weights):
             if j in received:
                 tensors, theirs = received[j]
-                if edge_used(mine[j], theirs):
+                if edge_used(mine[j], theirs) and j not in self.reset_this_round:
                     used[j] = (tensors, edge_weight(mine[j], theirs, self.weights[j]))
             elif mine[j].live and j not in self.byes:  # a neighbour that said bye has finished, not failed
                 self.edges.drop(j)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,8 +144,12 @@ class LocalCluster:
             cfg |= {"secret_key": f"{KEYS_DIR}/{node_key_name(node_id)}{SECRET_SUFFIX}",
                     "bootstrap_public_key_file": f"{KEYS_DIR}/{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}"}
         write_toml(self.node_config_path(node_id), cfg)
+        if fresh:
+            # A previous run in this directory left its state: the node would ignore it (--fresh), but the progress
+            # and the harness read the metrics file before the new process gets to truncate it.
+            shutil.rmtree(self.state_dir(node_id), ignore_errors=True)
         self.state_dir(node_id).mkdir(parents=True, exist_ok=True)
-        log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab")
+        log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab" if not fresh else "wb")
         cmd = [*self.prefix.get(node_id, []), sys.executable, "-m", "peernet", "node", "--config",
                str(self.node_config_path(node_id))]
         if fresh:

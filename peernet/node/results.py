@@ -25,6 +25,23 @@ def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def tracker_sum_error(state_dirs: dict[int, Path]) -> float | None:
+    """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (DESIGN.md §3: zero up to rounding), or None
+    for methods without a tracker. A node that left for good is not in ``state_dirs``: the survivors'
+    trackers alone must sum to zero."""
+    trackers = []
+    for node_id in sorted(state_dirs):
+        payload = torch.load(state_dirs[node_id] / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        c = payload["state"].get("c")
+        if c is None:
+            return None
+        trackers.append(c.double())
+    if not trackers:
+        return None
+    largest = max(float(c.norm()) for c in trackers)
+    return float(torch.stack(trackers).sum(dim=0).norm()) / largest if largest > 0 else 0.0
+
+
 def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, Path],
               wall_seconds: float) -> dict[str, Any]:
     """Summary of a finished run: the same keys as ``peernet simulate --json``."""
@@ -52,6 +69,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "timeouts": sum(sum(s.get("timeouts", {}).values()) for s in node_summaries.values()),
         "catchups": sum(s.get("catchups", 0) for s in node_summaries.values()),
         "rejoined_nodes": sorted(i for i, s in node_summaries.items() if s.get("rejoined")),
+        "tracker_sum_error": tracker_sum_error(state_dirs),
     }
     if isinstance(task, ImageTask):
         accs = [s.get("test_accuracy") for s in node_summaries.values()]

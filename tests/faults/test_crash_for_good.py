@@ -15,7 +15,7 @@ from peernet.sim.tasks import make_task
 from tests.node.conftest import make_cluster as make_cluster
 from tests.node.conftest import wait_for_round
 
-ROUNDS = 4000
+ROUNDS = 3000
 CRASH_AT = 200
 DEAD = 3
 CEILING = 3.0

@@ -70,6 +70,8 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "catchups": sum(s.get("catchups", 0) for s in node_summaries.values()),
         "rejoined_nodes": sorted(i for i, s in node_summaries.items() if s.get("rejoined")),
         "tracker_sum_error": tracker_sum_error(state_dirs),
+        "rounds_skipped": sum(rounds_skipped(d) for d in state_dirs.values()),
+        "longest_wait_s": max((s.get("max_wait_s", 0.0) for s in node_summaries.values()), default=0.0),
     }
     if isinstance(task, ImageTask):
         accs = [s.get("test_accuracy") for s in node_summaries.values()]
@@ -85,6 +87,18 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         summary["distance_to_optimum"] = ev["distance_to_optimum"]
     summary.update(round_time_split(state_dirs))
     return summary
+
+
+def rounds_skipped(state_dir: Path) -> int:
+    """Local steps a node never took: rounds jumped over when it rejoined (from its checkpoint's round to its
+    neighbours') or caught up after a stall."""
+    skipped = 0
+    for r in read_jsonl(state_dir / "metrics.jsonl"):
+        if r.get("event") == "start" and r.get("rejoined"):
+            skipped += int(r["round"]) - int(r.get("resumed_from", r["round"]))
+        elif r.get("event") == "catchup":
+            skipped += int(r["to"]) - int(r["round"])
+    return skipped
 
 
 def _train_seconds(state_dirs: dict[int, Path]) -> float:

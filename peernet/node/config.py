@@ -30,8 +30,9 @@ class NodeConfig:
     run: str = field(metadata={"help": "shared run settings file (RunSettings TOML); relative to this file"})
     listen: str = field(default="tcp://127.0.0.1:*", metadata={"help": "ROUTER bind address; port * picks a "
                         "free one"})
-    advertise: str | None = field(default=None, metadata={"help": "host:port or tcp:// endpoint neighbours "
-                                  "connect to (default: the bound endpoint)"})
+    advertise: str | None = field(default=None, metadata={"help": "what neighbours connect to: a host name or "
+                                  "address (the bound port is kept) or a full tcp://HOST:PORT endpoint (default: "
+                                  "the bound endpoint)"})
     bootstrap: str = field(default="tcp://127.0.0.1:5550", metadata={"help": "bootstrap service address"})
     state_dir: str = field(default="state", metadata={"help": "checkpoints, metrics and logs; relative to "
                            "this file"})

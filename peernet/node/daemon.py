@@ -22,7 +22,7 @@ from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
-from peernet.errors import BootstrapUnavailable, ConfigError
+from peernet.errors import BootstrapUnavailable, ConfigError, TransportError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
 from peernet.node.config import NodeConfig, rejoin_from_checkpoint
@@ -144,6 +144,9 @@ class NodeDaemon:
                 log.info("stopped while waiting for the start signal")
                 summary.update({"final_round": r, "finished": False})
                 return summary
+            missing = sorted(j for j in self.neighbours if j not in table)
+            if missing:
+                raise TransportError(f"the address table has no entry for neighbours {missing}: cannot connect to them")
             for j in self.neighbours:
                 transport.connect(j, table[j]["endpoint"])
             heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event, curve=None if keys is None else keys.client())

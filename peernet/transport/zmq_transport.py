@@ -68,9 +68,12 @@ def decode_routing_id(raw: bytes) -> int | None:
 
 
 def _advertised(last_endpoint: str, advertise: str | None) -> str:
-    """Swap the host of ``tcp://host:port`` for ``advertise`` (a wildcard bind is not dialable)."""
+    """Swap the host of ``tcp://host:port`` for ``advertise`` (a wildcard bind is not dialable); a full
+    ``tcp://HOST:PORT`` is taken as it is (e.g. behind a NAT that maps another port)."""
     if advertise is None:
         return last_endpoint
+    if advertise.startswith("tcp://"):
+        return advertise
     scheme, sep, rest = last_endpoint.partition("://")
     _, colon, port = rest.rpartition(":")
     if not sep or not colon:

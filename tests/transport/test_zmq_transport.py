@@ -250,6 +250,9 @@ def test_advertise_and_errors(make: Factory) -> None:
     t = make(4, advertise="node4.example")
     port = t.endpoint.rsplit(":", 1)[1]
     assert t.endpoint == f"tcp://node4.example:{port}"
+    nat = make(6, advertise="tcp://gateway.example:7006")  # a full endpoint is taken as it is (port mapping)
+    assert nat.endpoint == "tcp://gateway.example:7006"
+    nat.close()
     with pytest.raises(TransportError):
         ZmqTransport(5, t.endpoint.replace("node4.example", "127.0.0.1"))  # port already bound
     with pytest.raises(TransportError):

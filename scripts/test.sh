@@ -4,11 +4,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-# The chaos tests put processes in network namespaces (iproute2, nftables); as root, install what is missing.
+# The chaos and deploy tests put processes in network namespaces (iproute2, nftables, openssh-server); as
+# root, install what is missing.
 if [ "$(id -u)" -eq 0 ]; then
   test_apt=()
   command -v ip >/dev/null 2>&1 || test_apt+=(iproute2)
   command -v nft >/dev/null 2>&1 || test_apt+=(nftables)
+  # The Ansible deployment test runs an sshd per namespace host (tests/deploy).
+  [ -x /usr/sbin/sshd ] || test_apt+=(openssh-server)
   if [ ${#test_apt[@]} -gt 0 ]; then
     echo "test.sh: installing ${test_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -53,17 +53,34 @@ def sweep(config_file: str, out: str | None, jobs: int | None, as_json: bool, qu
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="where report.md and the PNGs go (default: RUN_DIR)")
 @click.option("--json", "as_json", is_flag=True, help="print the table rows as one JSON object on the last line")
+@click.option("--merge", is_flag=True,
+              help="daemon run directory collected from hosts: first merge the nodes' checkpoints and summaries "
+                   "into RUN_DIR/summary.json (the keys of `peernet local --json`, plus each node's final round)")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="with --merge: the dataset directory on this machine, for the averaged model's accuracy "
+                   "(default: run.toml's data_dir, $PEERNET_DATA, /usr/share/datasets/<name>)")
 @reports_errors
-def report(run_dir: str, out: str | None, as_json: bool) -> None:
+def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: str | None) -> None:
     """Table (report.md) and plots (accuracy.png, consensus.png, heterogeneity.png) of a run directory.
 
     RUN_DIR is a `peernet sweep` directory, a `peernet simulate --out` directory or a daemon run directory
-    (`peernet local --out`, or one collected from several hosts with the same layout).
+    (`peernet local --out`, or one collected from several hosts with the same layout: run.toml,
+    topology.toml, nodes/node<id>/; `deploy/collect.yml` makes one and runs this with --merge).
     """
     from peernet.study.report import write_report
 
+    if data_dir is not None and not merge:
+        raise click.UsageError("--data-dir only matters with --merge")
+    merged = None
+    if merge:
+        from peernet.cli.simulate_cmd import format_summary
+        from peernet.study.collected import merge_run_dir
+
+        merged = merge_run_dir(run_dir, data_dir=data_dir)
+        click.echo(format_summary(merged))
     result = write_report(run_dir, out)
     click.echo(result["table"])
     click.echo("wrote " + ", ".join(result["files"]), err=True)
     if as_json:
-        click.echo(json.dumps({"kind": result["kind"], "rows": result["rows"], "files": result["files"]}))
+        rows = {"kind": result["kind"], "rows": result["rows"], "files": result["files"]}
+        click.echo(json.dumps(rows if merged is None else rows | {"summary": merged}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +24,15 @@ def _summary(topo: Topology) -> dict[str, Any]:
         "spectral_gap": topo.spectral_gap(),
         "fingerprint": topo.fingerprint(),
     }
+
+
+def _node_keys(topo: Topology, keys_dir: Path) -> dict[int, str]:
+    from peernet.security.cluster import key_owners, node_key_name
+    from peernet.security.keys import PUBLIC_SUFFIX, load_public_key
+
+    keys = {i: load_public_key(keys_dir / f"{node_key_name(i)}{PUBLIC_SUFFIX}").decode() for i in topo.ids}
+    key_owners(topo.with_keys(keys), source=str(keys_dir))  # two nodes with one key pair: refuse, as a node would
+    return keys
 
 
 def _gap(value: float) -> str:
@@ -61,14 +71,25 @@ def topology_group() -> None:
     required=True,
     help="Topology TOML file to write (replaced atomically if it exists).",
 )
+@click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory of CURVE public keys node<id>.key (from `peernet keygen`): write each node's key inline.",
+)
 @reports_errors
-def generate_cmd(kind: str, n: int, seed: int, weights: str, output: str) -> None:
+def generate_cmd(kind: str, n: int, seed: int, weights: str, output: str, keys_dir: str | None) -> None:
     """Write a KIND topology with N nodes to a TOML file.
 
     KIND is one of: ring, torus (2-D, N = rows x cols with both >= 3), hypercube (N a power of 2),
     exponential (i joined to i +- 2^k), complete, star (node 0 is the hub), random (seeded, connected).
+    With --keys every node gets the public key of DIR/node<id>.key inline (public_key = "..."), so the
+    file alone is enough on hosts that hold no other node's key file.
     """
     topo = generate(kind, n, seed=seed, weights=weights)
+    if keys_dir is not None:
+        topo = topo.with_keys(_node_keys(topo, Path(keys_dir)))
     save_topology(topo, output)
     lo, hi = topo.degree_range()
     click.echo(

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from peernet.cli.topology_cmd import topology_group
 from peernet.core.topology import load_topology
+from peernet.security.keys import create_keypairs, load_public_key
 
 
 def test_generate_then_check(tmp_path: Path) -> None:
@@ -73,3 +74,32 @@ def test_every_option_has_help() -> None:
         for param in command.params:
             if param.param_type_name == "option":
                 assert getattr(param, "help", None), f"{name} {param.name} has no help"
+
+
+def test_generate_with_keys_writes_them_inline(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    create_keypairs(keys, ["node0", "node1", "node2"])
+    out = tmp_path / "ring.toml"
+    result = CliRunner().invoke(topology_group, ["generate", "ring", "-n", "3", "--keys", str(keys), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    topo = load_topology(out)
+    assert {s.id: s.public_key for s in topo.nodes} == {
+        i: load_public_key(keys / f"node{i}.key").decode() for i in range(3)}
+    assert "public_key_file" not in out.read_text()  # inline: a host needs no other node's key file
+    again = tmp_path / "again.toml"
+    assert CliRunner().invoke(topology_group, ["generate", "ring", "-n", "3", "--keys", str(keys),
+                                               "-o", str(again)]).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()  # same keys, same file: a deployment can compare them
+
+
+def test_generate_with_keys_refuses_a_missing_or_shared_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    create_keypairs(keys, ["node0", "node1"])
+    out = tmp_path / "ring.toml"
+    result = CliRunner().invoke(topology_group, ["generate", "ring", "-n", "3", "--keys", str(keys), "-o", str(out)])
+    assert result.exit_code == 2 and "node2.key" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    (keys / "node2.key").write_bytes((keys / "node0.key").read_bytes())
+    result = CliRunner().invoke(topology_group, ["generate", "ring", "-n", "3", "--keys", str(keys), "-o", str(out)])
+    assert result.exit_code == 2 and "same public_key" in result.output
+    assert not out.exists()

@@ -286,7 +286,7 @@ class NodeDaemon:
         exchange.skip_to(r)
         exchange.latest.clear()
         log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,
-                    start_round, dict(sorted(exchange.replies.items())),
+                    start_round, dict(sorted(known.items())),
                     "neighbours' average" if average else "checkpoint")
         return r, x
 

@@ -16,22 +16,23 @@ from peernet.node.checkpoint import CHECKPOINT_NAME
 from peernet.sim.tasks import ImageTask, make_task
 
 
+def _final_checkpoints(state_dirs: dict[int, Path]) -> list[dict[str, Any]]:
+    """Each node's final checkpoint payload, in node-id order (tensors only: weights_only)."""
+    return [torch.load(state_dirs[i] / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+            for i in sorted(state_dirs)]
+
+
 def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
     """Node-stacked final parameters read from each node's checkpoint, in node-id order."""
-    rows = []
-    for node_id in sorted(state_dirs):
-        payload = torch.load(state_dirs[node_id] / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-        rows.append(payload["params"])
-    return torch.stack(rows)
+    return torch.stack([payload["params"] for payload in _final_checkpoints(state_dirs)])
 
 
-def tracker_sum_error(state_dirs: dict[int, Path]) -> float | None:
+def tracker_sum_error(payloads: list[dict[str, Any]]) -> float | None:
     """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (DESIGN.md §3: zero up to rounding), or None
-    for methods without a tracker. A node that left for good is not in ``state_dirs``: the survivors'
-    trackers alone must sum to zero."""
+    for methods without a tracker. A node that left for good has no payload here: the survivors' trackers
+    alone must sum to zero."""
     trackers = []
-    for node_id in sorted(state_dirs):
-        payload = torch.load(state_dirs[node_id] / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    for payload in payloads:
         c = payload["state"].get("c")
         if c is None:
             return None
@@ -47,7 +48,8 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
     """Summary of a finished run: the same keys as ``peernet simulate --json``."""
     node_summaries = {i: json.loads((d / "summary.json").read_text()) for i, d in state_dirs.items()
                       if (d / "summary.json").exists()}
-    X = final_params(state_dirs)
+    payloads = _final_checkpoints(state_dirs)  # read once: parameters and trackers
+    X = torch.stack([payload["params"] for payload in payloads])
     task = make_task(settings, topology.n)
     ev = task.evaluate(X) if settings.dataset == "quadratic" else None
     summary: dict[str, Any] = {
@@ -69,7 +71,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "timeouts": sum(sum(s.get("timeouts", {}).values()) for s in node_summaries.values()),
         "catchups": sum(s.get("catchups", 0) for s in node_summaries.values()),
         "rejoined_nodes": sorted(i for i, s in node_summaries.items() if s.get("rejoined")),
-        "tracker_sum_error": tracker_sum_error(state_dirs),
+        "tracker_sum_error": tracker_sum_error(payloads),
         "rounds_skipped": sum(rounds_skipped(d) for d in state_dirs.values()),
         "longest_wait_s": max((s.get("max_wait_s", 0.0) for s in node_summaries.values()), default=0.0),
     }
@@ -80,7 +82,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         averaged = X.mean(dim=0, keepdim=True)
         summary["averaged_model_test_accuracy"] = float(task.accuracy(averaged, "test", settings.eval_samples)[0])
         rounds = summary["rounds"]
-        train_time = _train_seconds(state_dirs)
+        train_time = records_span(state_dirs)
         if train_time > 0:
             summary["samples_per_second"] = rounds * topology.n * settings.batch_size / train_time
     elif ev is not None:
@@ -101,13 +103,16 @@ def rounds_skipped(state_dir: Path) -> int:
     return skipped
 
 
-def _train_seconds(state_dirs: dict[int, Path]) -> float:
-    """Wall time from the first node's start record to the last node's final round."""
-    starts, ends = [], []
+def records_span(state_dirs: dict[int, Path], end_events: tuple[str, ...] = ("round",)) -> float:
+    """Seconds from the first node's start record to the last node's last ``end_events`` record (0 without
+    records; a node without a metrics file is skipped)."""
+    starts: list[float] = []
+    ends: list[float] = []
     for d in state_dirs.values():
-        recs = read_jsonl(d / "metrics.jsonl")
-        starts += [r["time"] for r in recs if r.get("event") == "start"][:1]
-        ends += [r["time"] for r in recs if r.get("event") == "round"][-1:]
+        path = d / "metrics.jsonl"
+        recs = read_jsonl(path) if path.is_file() else []
+        starts += [float(r["time"]) for r in recs if r.get("event") == "start" and "time" in r][:1]
+        ends += [float(r["time"]) for r in recs if r.get("event") in end_events and "time" in r][-1:]
     return max(ends) - min(starts) if starts and ends else 0.0
 
 

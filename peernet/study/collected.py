@@ -8,25 +8,9 @@ from typing import Any
 
 from peernet.config import load_run_settings, resolve_topology
 from peernet.errors import ConfigError
-from peernet.metrics.jsonl import read_jsonl
 
 SUMMARY_FILE = "summary.json"
 LAYOUT = "run.toml, topology.toml and nodes/node<id>/{metrics.jsonl,summary.json,checkpoint.pt}"
-
-
-def _wall_seconds(state_dirs: dict[int, Path]) -> float:
-    """From the first node's start record to the last node's exit (or last round) record.
-
-    A collected run has no launcher that timed it; the nodes' own records are the only clock left.
-    """
-    starts: list[float] = []
-    ends: list[float] = []
-    for d in state_dirs.values():
-        path = d / "metrics.jsonl"
-        records = read_jsonl(path) if path.is_file() else []
-        starts += [float(r["time"]) for r in records if r.get("event") == "start" and "time" in r][:1]
-        ends += [float(r["time"]) for r in records if r.get("event") in ("round", "exit") and "time" in r][-1:]
-    return max(ends) - min(starts) if starts and ends else 0.0
 
 
 def merge_run_dir(run_dir: str | Path, *, data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -37,7 +21,7 @@ def merge_run_dir(run_dir: str | Path, *, data_dir: str | Path | None = None) ->
     settings' ``data_dir``, which names a directory on the hosts, for the averaged model's test accuracy here.
     """
     from peernet.node.checkpoint import CHECKPOINT_NAME
-    from peernet.node.results import merge_run
+    from peernet.node.results import merge_run, records_span
 
     base = Path(run_dir)
     run_file = base / "run.toml"
@@ -51,7 +35,8 @@ def merge_run_dir(run_dir: str | Path, *, data_dir: str | Path | None = None) ->
     if missing:
         raise ConfigError(f"no {CHECKPOINT_NAME} for node(s) {missing} under nodes/node<id>/: collect every node's "
                           f"state first ({LAYOUT})", file=str(base))
-    summary = merge_run(settings, topology, state_dirs, _wall_seconds(state_dirs))
+    # A collected run has no launcher that timed it: the nodes' own records, start to exit, are the clock.
+    summary = merge_run(settings, topology, state_dirs, records_span(state_dirs, ("round", "exit")))
     finals: dict[str, int | None] = {}
     for i, d in state_dirs.items():
         node_summary = d / SUMMARY_FILE

@@ -42,6 +42,8 @@ ROUNDS_AHEAD = 1
 #: dead or frozen falls silent and is excluded after the adaptive deadline: without this, every node along
 #: a ring would time out on the next one, each as it waits for the one before.
 PING_EVERY = 0.5
+#: Messages per neighbour taken in a round that waits for nobody (bounded: a flood must not stall the round).
+DRAIN_LIMIT = 4
 
 
 class RoundAbandoned(Exception):
@@ -150,13 +152,17 @@ class Exchange:
         if round_ is not None and round_ > self.seen_round.get(sender, -1):
             self.seen_round[sender] = round_
 
-    def poll(self, current_round: int, timeout: float) -> None:
-        """Receive at most one message (waiting up to ``timeout``) and file or drop it."""
+    def poll(self, current_round: int, timeout: float) -> bool:
+        """Receive at most one message (waiting up to ``timeout``) and file or drop it; False if none came."""
         if self._flush():
             timeout = min(timeout, 0.01)  # something is still queued: come back soon to retry it
         got = self.transport.recv(timeout)
         if got is None:
-            return
+            return False
+        self._file(got, current_round)
+        return True
+
+    def _file(self, got: tuple[int, list[memoryview]], current_round: int) -> None:
         routing_id, frames = got
         expect = self._expect(current_round, ahead=None if self.joining else ROUNDS_AHEAD)
         size = sum(len(f) for f in frames)
@@ -394,6 +400,8 @@ class Exchange:
         t0 = time.perf_counter()
         mine = self.declared[round_]
         awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
+        if not awaited:
+            self._drain(round_)
         patience = self.deadline.current()
         ceiling = self.deadline.policy.ceiling
         complete = False
@@ -428,6 +436,17 @@ class Exchange:
         for old in [r for r in self.inbox if r <= round_]:
             del self.inbox[old]
         return got
+
+    def _drain(self, round_: int) -> None:
+        """Take what has arrived without waiting, when this round awaits nobody.
+
+        A message is what re-admits an excluded neighbour (``edges.alive``): a node that excluded every
+        neighbour in one round (all late at once, e.g. on an overloaded host) and then stopped reading its
+        socket would never hear them again, and would train alone, ever further ahead, for the rest of the run.
+        """
+        for _ in range(DRAIN_LIMIT * max(1, len(self.weights))):
+            if not self.poll(round_, timeout=0.0):
+                break
 
     def wait_replies(self, round_: int, timeout: float) -> None:
         """After our hello: collect the neighbours' answers (their rounds, their last messages) for a while."""

@@ -60,9 +60,20 @@ def wait_for_round(cluster: LocalCluster, node_id: int, round_: int, timeout: fl
             return done
         proc = cluster.nodes.get(node_id)
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"node {node_id} exited with {proc.returncode} before round {round_}")
+            raise AssertionError(f"node {node_id} exited with {proc.returncode} before round {round_}"
+                                 f"{log_tails(cluster)}")
         time.sleep(0.1)
-    raise AssertionError(f"node {node_id} did not reach round {round_} within {timeout}s")
+    raise AssertionError(f"node {node_id} did not reach round {round_} within {timeout}s (rounds logged: "
+                         f"{cluster.rounds_done()}){log_tails(cluster)}")
+
+
+def log_tails(cluster: LocalCluster, lines: int = 15) -> str:
+    """The last lines of every process log of ``cluster``: a failure on CI must say what the nodes were doing."""
+    out = []
+    for path in sorted(cluster.out.glob("*.log")):
+        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        out.append(f"\n--- {path.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "".join(out)
 
 
 def wait_all(cluster: LocalCluster, timeout: float = CLUSTER_TIMEOUT) -> dict[int, int | None]:

@@ -98,6 +98,9 @@ def load_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
         meta = _json(run_dir / "sweep.json")
         sel = meta.get("selection")
         hidden = {"algorithm", "seed"} | ({sel["tune"]} if sel else set())
+        # An axis of tables that sets the algorithm (e.g. each method at its own step size) names the method:
+        # the algorithm column and the plots' lines show it, so it must not split the setting into one per method.
+        hidden |= {a["name"] for a in meta.get("axes", []) if "algorithm" in a.get("fields", ())}
         runs = []
         for cell in meta["cells"]:
             cell_dir = run_dir / "cells" / cell["id"]

@@ -67,6 +67,33 @@ def test_image_sweep_end_to_end_then_report(tmp_path: Path) -> None:
     assert all(0 <= r["mean_test_accuracy"]["mean"] <= 1 for r in payload["rows"])
 
 
+METHOD_STUDY = """
+name = "tiny-methods"
+[base]
+dataset = "quadratic"
+nodes = 4
+rounds = 20
+[grid]
+method = [{algorithm = "momentum-tracking", lr = 0.05}, {algorithm = "dsgdm", lr = 0.02}]
+"""
+
+
+def test_an_axis_that_sets_the_algorithm_is_the_method_not_a_setting(tmp_path: Path) -> None:
+    """Each method at its own step size (the headline run): one row per method, both lines in one panel."""
+    (tmp_path / "study.toml").write_text(METHOD_STUDY)
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(sweep, ["--config", str(tmp_path / "study.toml"), "--out", str(out), "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(report, [str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    header = [c.strip() for c in (out / "report.md").read_text().split("| algorithm |")[1].splitlines()[0]
+              .strip("|").split("|")]
+    assert header[0] == "lr" and "method" not in header
+    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    assert {(r["algorithm"], tuple(r["lr"])) for r in rows} == {("momentum-tracking", (0.05,)), ("dsgdm", (0.02,))}
+    assert all(r["labels"] == {} for r in rows)  # one setting: both methods are compared in the same panel
+
+
 def test_report_on_a_simulate_directory(tmp_path: Path) -> None:
     run = tmp_path / "run"
     settings = RunSettings(dataset="fashion-mnist", model="mlp", nodes=4, rounds=5, eval_samples=200, batch_size=16)

@@ -91,6 +91,23 @@ def _json(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.is_file() else {}
 
 
+def _method_axes(meta: dict[str, Any]) -> set[str]:
+    """Grid axes of tables that set the algorithm and nothing that tells two runs of one algorithm apart.
+
+    Each method at its own step size names the method: the algorithm column and the plots' lines show it,
+    so the axis must not split the setting into one per method. An axis that lists an algorithm twice (say
+    at two step sizes) stays a setting, or the two would be averaged as if they were seeds.
+    """
+    out = set()
+    for axis in meta.get("axes", []):
+        if "algorithm" not in axis.get("fields", ()):
+            continue
+        per_value = {c["labels"].get(axis["name"]): c["settings"].get("algorithm") for c in meta.get("cells", [])}
+        if len(set(per_value.values())) == len(per_value):
+            out.add(str(axis["name"]))
+    return out
+
+
 def load_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
     """The runs of a sweep, simulate or daemon run directory, with the kind and the sweep's metadata."""
     defaults = dataclasses.asdict(RunSettings())
@@ -98,9 +115,7 @@ def load_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
         meta = _json(run_dir / "sweep.json")
         sel = meta.get("selection")
         hidden = {"algorithm", "seed"} | ({sel["tune"]} if sel else set())
-        # An axis of tables that sets the algorithm (e.g. each method at its own step size) names the method:
-        # the algorithm column and the plots' lines show it, so it must not split the setting into one per method.
-        hidden |= {a["name"] for a in meta.get("axes", []) if "algorithm" in a.get("fields", ())}
+        hidden |= _method_axes(meta)
         runs = []
         for cell in meta["cells"]:
             cell_dir = run_dir / "cells" / cell["id"]

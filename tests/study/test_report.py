@@ -93,6 +93,18 @@ def test_an_axis_that_sets_the_algorithm_is_the_method_not_a_setting(tmp_path: P
     assert {(r["algorithm"], tuple(r["lr"])) for r in rows} == {("momentum-tracking", (0.05,)), ("dsgdm", (0.02,))}
     assert all(r["labels"] == {} for r in rows)  # one setting: both methods are compared in the same panel
 
+    # The same algorithm twice (two step sizes): the axis tells them apart, they are never averaged as seeds.
+    (tmp_path / "study2.toml").write_text(METHOD_STUDY.replace('lr = 0.02}]', 'lr = 0.02}, {algorithm = "dsgdm", '
+                                                                             'lr = 0.05}]'))
+    out2 = tmp_path / "sweep2"
+    res = CliRunner().invoke(sweep, ["--config", str(tmp_path / "study2.toml"), "--out", str(out2), "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(report, [str(out2), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    assert sorted((r["algorithm"], tuple(r["lr"]), r["seeds"]) for r in rows) == [
+        ("dsgdm", (0.02,), 1), ("dsgdm", (0.05,), 1), ("momentum-tracking", (0.05,), 1)]
+
 
 def test_report_on_a_simulate_directory(tmp_path: Path) -> None:
     run = tmp_path / "run"

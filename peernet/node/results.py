@@ -22,9 +22,13 @@ def _final_checkpoints(state_dirs: dict[int, Path]) -> list[dict[str, Any]]:
             for i in sorted(state_dirs)]
 
 
+def _stacked_params(payloads: list[dict[str, Any]]) -> torch.Tensor:
+    return torch.stack([payload["params"] for payload in payloads])
+
+
 def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
     """Node-stacked final parameters read from each node's checkpoint, in node-id order."""
-    return torch.stack([payload["params"] for payload in _final_checkpoints(state_dirs)])
+    return _stacked_params(_final_checkpoints(state_dirs))
 
 
 def tracker_sum_error(payloads: list[dict[str, Any]]) -> float | None:
@@ -49,7 +53,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
     node_summaries = {i: json.loads((d / "summary.json").read_text()) for i, d in state_dirs.items()
                       if (d / "summary.json").exists()}
     payloads = _final_checkpoints(state_dirs)  # read once: parameters and trackers
-    X = torch.stack([payload["params"] for payload in payloads])
+    X = _stacked_params(payloads)
     task = make_task(settings, topology.n)
     ev = task.evaluate(X) if settings.dataset == "quadratic" else None
     summary: dict[str, Any] = {

@@ -30,15 +30,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from peernet.core.topology_check import STOCHASTIC_TOL as STOCHASTIC_TOL
 from peernet.core.topology_check import _canonical_edges, _canonical_explicit, _check_connected, _ids, _is_int
 from peernet.core.topology_gen import GENERATORS, generator_edges
 from peernet.core.topology_io import load_topology, parse_topology, save_topology, topology_to_toml
 from peernet.errors import TopologyError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "GENERATORS",
@@ -210,9 +213,14 @@ class Topology:
                 w[self._index[a], self._index[b]] = v
         return w
 
-    def mixing_matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Dense W, shape (n, n), rows and columns in ``self.nodes`` order; a fresh tensor on every call."""
-        return torch.tensor(self._matrix, dtype=dtype)
+    def mixing_matrix(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Dense W, shape (n, n), rows and columns in ``self.nodes`` order (float64 unless ``dtype``); a fresh
+        tensor on every call."""
+        # torch is imported here, not at module level, so that the bootstrap and the light CLI commands, which
+        # read topologies but never mix, start without paying torch's ~3 s import.
+        import torch
+
+        return torch.tensor(self._matrix, dtype=torch.float64 if dtype is None else dtype)
 
     # -- metrics -------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -78,6 +79,10 @@ def run_cell(settings: RunSettings, cells_dir: str, cell_id: str) -> dict[str, A
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return summary
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _init_worker() -> None:
@@ -160,9 +165,17 @@ class _Sweep:
         self.stream.flush()
 
     def run(self) -> SweepResult:
+        # `kill PID` (SIGTERM) stops a sweep as Ctrl-C does: running cells are ended and their partial
+        # directories removed. Python's default for SIGTERM would end the parent alone and leave the workers
+        # training orphaned cells.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return self._run()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if self.pool is not None:
                 self.pool.shutdown()
 

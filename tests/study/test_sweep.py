@@ -144,7 +144,8 @@ def test_bad_study_files_name_file_and_key_and_create_nothing(tmp_path: Path, te
     assert not out.exists()
 
 
-def test_ctrl_c_stops_workers_and_the_sweep_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_stops_workers_and_the_sweep_resumes(tmp_path: Path, how: str) -> None:
     study = _write(tmp_path, QUADRATIC.format(rounds=3000).replace("nodes = 4", "nodes = 4\ndim = 200"))
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-c", "from peernet.cli.study_cmd import sweep; sweep()", "--config", str(study),
@@ -155,8 +156,17 @@ def test_ctrl_c_stops_workers_and_the_sweep_resumes(tmp_path: Path) -> None:
         while not (out / "results.jsonl").is_file() or not (out / "results.jsonl").read_text().strip():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # `kill PID`: the parent alone must end its workers
         output = proc.communicate(timeout=60)[0].decode()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "workers outlived the sweep"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -168,6 +178,14 @@ def test_ctrl_c_stops_workers_and_the_sweep_resumes(tmp_path: Path) -> None:
     assert all((out / "cells" / name / "summary.json").is_file() for name in finished)
     result = run_sweep(load_study(study), out, progress=False, limit=0)  # check what a rerun would skip
     assert sorted(result.skipped) == sorted(finished) and result.interrupted == (len(finished) < 4)
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def test_a_diverging_cell_is_a_finished_failure_and_the_report_says_so(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from peernet.cli.study_cmd import report, sweep
 from peernet.config import RunSettings
+from peernet.metrics.jsonl import read_jsonl
 from peernet.sim.run import run_simulation
 from peernet.study.report import heterogeneity
 
@@ -118,6 +120,30 @@ def test_report_on_a_simulate_directory(tmp_path: Path) -> None:
     assert row[5] == f"{summary['mean_test_accuracy'] * 100:.2f}"
     _pngs(dest, ("accuracy.png", "consensus.png"))
     assert not (dest / "heterogeneity.png").exists()  # sweeps only
+
+
+def test_a_long_run_also_gets_the_mean_of_its_last_evaluations(tmp_path: Path) -> None:
+    """10 evaluations or more: the mean test accuracy over the last 5 is a column; a short run has none."""
+    run = tmp_path / "run"
+    settings = RunSettings(dataset="fashion-mnist", model="mlp", nodes=4, rounds=12, eval_every=1, eval_samples=200,
+                           batch_size=16)
+    summary = run_simulation(settings, run, progress=False)
+    evals = [r["mean_test_accuracy"] for r in read_jsonl(run / "metrics.jsonl") if r.get("event") == "eval"]
+    assert len(evals) >= 10 and evals[-1] == summary["mean_test_accuracy"]
+    res = CliRunner().invoke(report, [str(run), "--out", str(tmp_path / "report"), "--json"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "report" / "report.md").read_text()
+    header = [c.strip() for c in text.split("| algorithm |")[1].splitlines()[0].strip("|").split("|")]
+    assert header[4:6] == ["mean test acc (%)", "mean test acc, last 5 evals (%)"]
+    (row,) = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    assert row["late_mean_test_accuracy"]["mean"] == pytest.approx(sum(evals[-5:]) / 5, abs=1e-12)
+    assert _rows(text)[0][6] == f"{sum(evals[-5:]) / 5 * 100:.2f}"
+
+    short = tmp_path / "short"
+    run_simulation(dataclasses.replace(settings, rounds=8), short, progress=False)
+    res = CliRunner().invoke(report, [str(short), "--out", str(tmp_path / "short-report")])
+    assert res.exit_code == 0, res.output
+    assert "last 5 evals" not in (tmp_path / "short-report" / "report.md").read_text()
 
 
 def test_report_on_a_daemon_run_directory(tmp_path: Path) -> None:

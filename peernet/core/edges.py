@@ -131,10 +131,14 @@ class NodeEdges:
         is newer than any the previous incarnation declared (it adopts ours when it hears it). Without this, a
         node restarted within the deadline could come back at an epoch equal to ours and be mixed with while
         our side still holds the flow exchanged with its previous incarnation.
+
+        The epoch moves on even when we hold no flow (we had dropped the edge already): the hello may reach us
+        after this round's message went out, declaring the edge live in our current epoch, and the restarted
+        node, whose restart epoch can equal that one (it never saw our drop), mixes over it while we, told of
+        the reset mid-round, do not. Only a newer epoch from us makes it take that one-sided flow back.
         """
-        if j in self.flow:
-            self._roll_back(j)
-            self.epoch[j] += 1
+        self._roll_back(j)
+        self.epoch[j] += 1
 
     def restart(self, tracker: torch.Tensor | None) -> None:
         """Rejoin after a crash or a long stall: tracker and flows to zero, a new epoch on every edge.

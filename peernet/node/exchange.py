@@ -44,6 +44,11 @@ ROUNDS_AHEAD = 1
 PING_EVERY = 0.5
 #: Messages per neighbour taken in a round that waits for nobody (bounded: a flood must not stall the round).
 DRAIN_LIMIT = 4
+#: Messages per neighbour read at once after a silence longer than the deadline floor: more than the
+#: backlog that queues up in both sockets' buffers while a node is frozen (17-27 rounds of LeNet seen).
+STALL_DRAIN_LIMIT = 64
+#: How long that read waits for each next message (seconds) before it takes the backlog to be read.
+STALL_WAIT = 0.05
 
 
 class RoundAbandoned(Exception):
@@ -101,6 +106,7 @@ class Exchange:
         self.skipped: dict[int, set[int]] = {j: set() for j in neighbours}
         self.missed: Counter[int] = Counter()    # per neighbour: rounds excluded because its message was skipped
         self._last_ping = 0.0
+        self._last_look: float | None = None  # monotonic time we last read the socket (None: not yet)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self.byes: set[int] = set()
         #: Neighbours that said hello with a reset tracker after this round's declarations went out: the edge's
@@ -157,10 +163,10 @@ class Exchange:
         if self._flush():
             timeout = min(timeout, 0.01)  # something is still queued: come back soon to retry it
         got = self.transport.recv(timeout)
-        if got is None:
-            return False
-        self._file(got, current_round)
-        return True
+        if got is not None:
+            self._file(got, current_round)
+        self._last_look = time.monotonic()
+        return got is not None
 
     def _file(self, got: tuple[int, list[memoryview]], current_round: int) -> None:
         routing_id, frames = got
@@ -400,6 +406,7 @@ class Exchange:
         t0 = time.perf_counter()
         mine = self.declared[round_]
         awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
+        self._after_silence(round_)
         if not awaited:
             self._drain(round_)
         patience = self.deadline.current()
@@ -413,6 +420,7 @@ class Exchange:
                 break
             if self.should_stop():
                 raise RoundAbandoned(round_)
+            self._after_silence(round_)  # frozen while we waited
             self._check_behind(round_)
             if missing <= {j for j in missing if round_ in self.skipped[j]}:
                 break  # what we still miss was dropped as too far ahead: it is not coming
@@ -437,15 +445,32 @@ class Exchange:
             del self.inbox[old]
         return got
 
-    def _drain(self, round_: int) -> None:
+    def _after_silence(self, round_: int) -> None:
+        """After a silence longer than the deadline floor (SIGSTOP, a long pause), read the backlog at once.
+
+        By then our neighbours have stopped waiting for us and gone on, and what they sent meanwhile waits in
+        our socket, oldest first. Read as the rounds need it, one round at a time, that backlog takes as many
+        rounds to get through as it holds (a training step each, mixing with nobody) while the neighbours go
+        on, and the catch-up comes that much later (on CI: 27 rounds replayed, rejoined 19 before the end).
+        Read at once, it shows their current round, and ``_check_behind`` jumps now. Harmless when we are not
+        behind: a neighbour that still waits for us is at most one round ahead, so nothing of it is dropped.
+        """
+        last = self._last_look
+        if last is not None and time.monotonic() - last > self.deadline.policy.floor:
+            # A short wait per message: with the receive queue full, libzmq stopped reading the connection, and
+            # refills the queue from it only after we have taken some (asynchronously, in its I/O thread).
+            self._drain(round_, per_neighbour=STALL_DRAIN_LIMIT, wait=STALL_WAIT)
+            self._check_behind(round_)
+
+    def _drain(self, round_: int, per_neighbour: int = DRAIN_LIMIT, wait: float = 0.0) -> None:
         """Take what has arrived without waiting, when this round awaits nobody.
 
         A message is what re-admits an excluded neighbour (``edges.alive``): a node that excluded every
         neighbour in one round (all late at once, e.g. on an overloaded host) and then stopped reading its
         socket would never hear them again, and would train alone, ever further ahead, for the rest of the run.
         """
-        for _ in range(DRAIN_LIMIT * max(1, len(self.weights))):
-            if not self.poll(round_, timeout=0.0):
+        for _ in range(per_neighbour * max(1, len(self.weights))):
+            if not self.poll(round_, timeout=wait):
                 break
 
     def wait_replies(self, round_: int, timeout: float) -> None:

@@ -1,4 +1,4 @@
-"""The round exchange over the in-memory transport: a node that excluded its neighbours keeps hearing them."""
+"""The round exchange over the in-memory transport: excluded neighbours are heard again; a frozen node jumps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
-from peernet.node.exchange import Exchange
+from peernet.node.exchange import CatchUp, Exchange
 from peernet.transport import MemoryHub, MemoryTransport
 from peernet.wire.codec import TensorSpec
 
@@ -66,3 +66,40 @@ def test_a_node_that_excluded_every_neighbour_hears_them_again_and_readmits_them
     assert one.edges.live[2] and one.edges.epoch[2] == two.edges.epoch[1] == 1
     assert used == {1: ROUNDS - 1, 2: ROUNDS - 1}, used
     assert one.timeouts[2] == 0 and two.timeouts[1] == 0
+
+
+def test_a_node_frozen_while_its_neighbour_went_on_sees_at_once_that_it_is_behind() -> None:
+    """Node 1 freezes after round 0 (SIGSTOP) while node 2 excludes it and runs 20 more rounds.
+
+    What node 2 sent meanwhile waits in node 1's socket, oldest first. Node 1's first round after the silence
+    must read that backlog at once and jump (CatchUp to node 2's round), not replay it one stale round at a
+    time, alone, while node 2 goes on (on CI that put the catch-up 19 rounds before the end of the run).
+    """
+    hub = MemoryHub()
+    t1, t2 = MemoryTransport(1, hub, hwm=64), MemoryTransport(2, hub, hwm=64)
+    t1.connect(2, t2.endpoint)
+    t2.connect(1, t1.endpoint)
+    policy = DeadlinePolicy(floor=0.3, ceiling=1.0)
+    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    ahead = 21
+    errors: list[BaseException] = []
+
+    def run_two() -> None:
+        try:
+            for r in range(ahead):
+                two.gossip_for(r)(x=torch.full((4,), 2.0, dtype=torch.float64))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    second = threading.Thread(target=run_two, daemon=True)
+    second.start()
+    one.gossip_for(0)(x=torch.full((4,), 1.0, dtype=torch.float64))  # round 0 together ...
+    second.join(timeout=30)  # ... then node 1 is frozen while node 2 excludes it and goes on
+    assert not second.is_alive() and not errors, errors
+    assert two.timeouts[1] == 1 and max(two.sent) == ahead - 1
+    with pytest.raises(CatchUp) as jump:
+        one.gossip_for(1)(x=torch.full((4,), 1.0, dtype=torch.float64))
+    assert jump.value.round == ahead - 1
+    t1.close()
+    t2.close()

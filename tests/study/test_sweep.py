@@ -146,7 +146,9 @@ def test_bad_study_files_name_file_and_key_and_create_nothing(tmp_path: Path, te
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_ctrl_c_or_kill_stops_workers_and_the_sweep_resumes(tmp_path: Path, how: str) -> None:
-    study = _write(tmp_path, QUADRATIC.format(rounds=3000).replace("nodes = 4", "nodes = 4\ndim = 200"))
+    # Cells of ~7 s each (1.3 s at 3000 rounds was too short: on a loaded CI machine the whole sweep once
+    # finished between the first result and the signal).
+    study = _write(tmp_path, QUADRATIC.format(rounds=20000).replace("nodes = 4", "nodes = 4\ndim = 200"))
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-c", "from peernet.cli.study_cmd import sweep; sweep()", "--config", str(study),
            "--out", str(out), "--jobs", "2", "--quiet"]

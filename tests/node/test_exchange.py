@@ -20,6 +20,18 @@ LAYOUT = {"x": TensorSpec("x", "float64", (4,))}
 ROUNDS = 30
 
 
+def _pair(*, hwm: int, floor: float) -> tuple[MemoryTransport, MemoryTransport, Exchange, Exchange]:
+    """Nodes 1 and 2, each the other's only neighbour, over the in-memory transport (deadline ceiling 1 s)."""
+    hub = MemoryHub()
+    t1, t2 = MemoryTransport(1, hub, hwm=hwm), MemoryTransport(2, hub, hwm=hwm)
+    t1.connect(2, t2.endpoint)
+    t2.connect(1, t1.endpoint)
+    policy = DeadlinePolicy(floor=floor, ceiling=1.0)
+    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    return t1, t2, one, two
+
+
 def test_a_node_that_excluded_every_neighbour_hears_them_again_and_readmits_them() -> None:
     """Node 1 excluded its only neighbour in an earlier round (both late at once on a loaded host).
 
@@ -27,13 +39,7 @@ def test_a_node_that_excluded_every_neighbour_hears_them_again_and_readmits_them
     it, and trains alone for the rest of the run (seen on CI: every node of a ring deaf and thousands of
     rounds apart).
     """
-    hub = MemoryHub()
-    t1, t2 = MemoryTransport(1, hub, hwm=8), MemoryTransport(2, hub, hwm=8)
-    t1.connect(2, t2.endpoint)
-    t2.connect(1, t1.endpoint)
-    policy = DeadlinePolicy(floor=0.5, ceiling=1.0)
-    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
-    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    t1, t2, one, two = _pair(hwm=8, floor=0.5)
     one.edges.drop(2)
     assert not one.edges.live[2] and one.edges.epoch[2] == 1
     used = {1: 0, 2: 0}
@@ -75,13 +81,7 @@ def test_a_node_frozen_while_its_neighbour_went_on_sees_at_once_that_it_is_behin
     must read that backlog at once and jump (CatchUp to node 2's round), not replay it one stale round at a
     time, alone, while node 2 goes on (on CI that put the catch-up 19 rounds before the end of the run).
     """
-    hub = MemoryHub()
-    t1, t2 = MemoryTransport(1, hub, hwm=64), MemoryTransport(2, hub, hwm=64)
-    t1.connect(2, t2.endpoint)
-    t2.connect(1, t1.endpoint)
-    policy = DeadlinePolicy(floor=0.3, ceiling=1.0)
-    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
-    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    t1, t2, one, two = _pair(hwm=64, floor=0.3)
     ahead = 21
     errors: list[BaseException] = []
 

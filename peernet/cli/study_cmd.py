@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from peernet.cli.common import reports_errors
+from peernet.errors import ConfigError
 
 
 @click.command("sweep")
@@ -20,10 +21,12 @@ from peernet.cli.common import reports_errors
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="cells run in parallel, one process and one torch thread each (default: number of cores; "
                    "1: in this process)")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present), cpu, cuda or cuda:N for every cell's simulator")
 @click.option("--json", "as_json", is_flag=True, help="print what was run as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress line")
 @reports_errors
-def sweep(config_file: str, out: str | None, jobs: int | None, as_json: bool, quiet: bool) -> None:
+def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_json: bool, quiet: bool) -> None:
     """Run every cell of a study (the cartesian product of its grid), each into DIR/cells/<id>/.
 
     The whole file is validated before anything runs. Finished cells are skipped, so an interrupted sweep
@@ -34,7 +37,12 @@ def sweep(config_file: str, out: str | None, jobs: int | None, as_json: bool, qu
 
     study = load_study(config_file)
     out_dir = Path(out) if out else Path("runs") / ("sweep-" + re.sub(r"[^A-Za-z0-9._-]+", "-", study.name))
-    result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet)
+    try:
+        result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet, device=device)
+    except ConfigError as exc:
+        if exc.key == "device" and exc.file is None:
+            raise click.BadParameter(exc.reason, param_hint="'--device'") from None
+        raise
     click.echo(f"{study.name}: {result.finished}/{result.total} cells finished ({len(result.ran)} run now, "
                f"{len(result.skipped)} already finished, {len(result.failed)} failed) in {out_dir}")
     if result.failed:

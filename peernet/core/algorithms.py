@@ -48,8 +48,11 @@ class Algorithm:
     name: str = ""
     state_names: tuple[str, ...] = ()
     sent: tuple[str, ...] = ()
-    #: Tracking methods keep a tracker that changes only by edge flows (DESIGN.md §3).
+    #: Tracking methods keep a tracker that changes only by edge flows (docs/algorithms.md, churn).
     tracks: bool = False
+    #: For tracking methods: the state entry that is the tracker, and the sent tensor whose mixing is its flow.
+    tracker: str = ""
+    flow: str = ""
 
     def init_state(self, x: Tensor) -> dict[str, Tensor]:
         """Zero state shaped like ``x`` (which may be node-stacked)."""
@@ -138,6 +141,8 @@ class MomentumTracking(Algorithm):
     state_names = ("u", "c")
     sent = ("x", "d")
     tracks = True
+    tracker = "c"
+    flow = "d"
     #: Gradient Tracking is this rule with β forced to zero.
     force_beta_zero = False
 
@@ -151,9 +156,11 @@ class MomentumTracking(Algorithm):
             u.mul_(hp.beta).add_(g)
         d = c - u
         mixed = gossip(x=x, d=d)
-        x_new = mixed["x"] - hp.lr * (u - c)
+        # x ← mix(x) − η(u − c). IEEE subtraction is antisymmetric, so u − c is exactly −d and this is the
+        # same number computed with one pass over memory less.
+        x_new = mixed["x"] + hp.lr * d
         # c ← mix(d) + u; written as in the paper so that mean(u − c) = mean(u) holds exactly.
-        c.copy_(mixed["d"] + u)
+        torch.add(mixed["d"], u, out=c)
         return x_new
 
 

@@ -1,11 +1,15 @@
-"""Churn-safe tracking (DESIGN.md §3): per-edge cumulative tracker flows and their rollback.
+"""Churn-safe tracking in the simulator: per-edge tracker flows, kept implicitly, and their rollback.
 
 For Gradient and Momentum Tracking the tracker changes only through edge flows,
-``c_i ← c_i + Σ_j W_ij (d_j − d_i)``. Keeping the cumulative flow ``F_ij`` of every edge (with
-``F_ji = −F_ij``) gives ``c_i = Σ_j F_ij`` at all times, so ``Σ_i c_i = 0``. When an edge is dropped both
-ends subtract their own ``F`` of that edge from ``c`` and reset it: the trackers of the nodes that remain
-sum to zero again and they track their own average momentum. Without the rollback the departed node's
-share stays in the survivors' trackers as a permanent bias.
+``c_i ← c_i + Σ_j W_ij (d_j − d_i)``, so ``c_i = Σ_j F_ij`` with ``F_ij`` the cumulative flow over edge
+(i, j) and ``F_ji = −F_ij``. When an edge is dropped both ends subtract their own ``F`` of that edge from
+``c`` and reset it: the trackers of the nodes that remain sum to zero again and they track their own
+average momentum. Without the rollback the departed node's share stays in the survivors' trackers.
+
+Storing every ``F_ij`` costs E·P memory and work every round. Between two changes of W an edge's weight
+is constant, so ``F_ij = w_ij·(A_j − A_i) + B_ij`` with ``A_i = Σ_t d_i(t)`` one running sum per node and
+``B_ij`` a correction that is non-zero only for edges whose weight changed (kept sparsely): N·P memory,
+one add per round, and the flows themselves are computed only when a node actually leaves.
 """
 
 from __future__ import annotations
@@ -14,60 +18,72 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from peernet.core.topology import mh_weight
+from peernet.core.mixing import SparseMixing
+
+Edge = tuple[int, int]
 
 
 def mh_matrix(n: int, edges: Iterable[tuple[int, int]], alive: Sequence[bool] | None = None,
               dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Metropolis–Hastings W over the edges whose ends are both alive; a dead node keeps only itself.
-
-    Degrees are counted over live edges, as each end would declare them, so W stays symmetric and
-    doubly stochastic whatever subset of nodes is alive.
-    """
-    live = [True] * n if alive is None else list(alive)
-    active = [(i, j) for i, j in edges if live[i] and live[j]]
-    degree = [0] * n
-    for i, j in active:
-        degree[i] += 1
-        degree[j] += 1
-    W = torch.zeros(n, n, dtype=dtype)
-    for i, j in active:
-        W[i, j] = W[j, i] = mh_weight(degree[i], degree[j])
-    W += torch.diag(1.0 - W.sum(dim=1))
-    return W
+    """The dense Metropolis–Hastings W over live edges (tests and small graphs; the simulator stays sparse)."""
+    return SparseMixing.metropolis(n, edges, alive).dense(dtype)
 
 
 class EdgeFlows:
-    """Cumulative tracker flow ``F_e`` of each undirected edge ``e = (i, j)``, ``i < j``, node-stacked tensors."""
+    """Cumulative tracker flows ``F_e`` of the undirected edges ``e = (i, j)``, ``i < j``, of node-stacked trackers."""
 
-    def __init__(self, edges: Sequence[tuple[int, int]], dim: int, dtype: torch.dtype = torch.float64) -> None:
-        self.edges: list[tuple[int, int]] = [(min(e), max(e)) for e in edges]
-        self.index = {e: k for k, e in enumerate(self.edges)}
-        self.left = torch.tensor([i for i, _ in self.edges], dtype=torch.long)
-        self.right = torch.tensor([j for _, j in self.edges], dtype=torch.long)
-        self.flows = torch.zeros(len(self.edges), dim, dtype=dtype)
+    def __init__(self, mixing: SparseMixing, like: torch.Tensor) -> None:
+        self.sums = torch.zeros_like(like)  # A_i: Σ_t d_i(t)
+        self.weights: dict[Edge, float] = {}
+        self.offsets: dict[Edge, torch.Tensor] = {}
+        self._set_weights(mixing)
 
-    def record(self, d: torch.Tensor, W: torch.Tensor) -> None:
-        """Add this round's flows ``W_ij (d_j − d_i)`` for node-stacked ``d (N, P)``."""
-        if not self.edges:
-            return
-        w = W[self.left, self.right].unsqueeze(1).to(d.dtype)
-        self.flows += w * (d[self.right] - d[self.left])
+    def _set_weights(self, mixing: SparseMixing) -> None:
+        self.weights = {(i, j): w for i, row in enumerate(mixing.rows) for j, w in row.items() if i < j}
+
+    @property
+    def edges(self) -> list[Edge]:
+        """Edges that carry or carried a flow."""
+        return sorted(set(self.weights) | set(self.offsets))
+
+    def record(self, d: torch.Tensor, cols: slice = slice(None)) -> None:
+        """Account for one round in which ``d`` (columns ``cols`` of every node) was mixed with the current W."""
+        self.sums[:, cols] += d
+
+    def flow(self, edge: Edge) -> torch.Tensor:
+        """``F_ij`` for ``edge = (i, j)`` with ``i < j``: what flowed from j into i's tracker."""
+        i, j = edge
+        out = (self.sums[j] - self.sums[i]) * self.weights.get(edge, 0.0)
+        if edge in self.offsets:
+            out += self.offsets[edge]
+        return out
 
     def node_sum(self, n: int) -> torch.Tensor:
         """``Σ_j F_ij`` for every node: equal to its tracker while no flow was rolled back wrongly."""
-        out = torch.zeros(n, self.flows.shape[1], dtype=self.flows.dtype)
-        out.index_add_(0, self.left, self.flows)
-        out.index_add_(0, self.right, -self.flows)
+        out = torch.zeros(n, self.sums.shape[1], dtype=self.sums.dtype, device=self.sums.device)
+        for i, j in self.edges:
+            f = self.flow((i, j))
+            out[i] += f
+            out[j] -= f
         return out
 
-    def rollback(self, c: torch.Tensor, edge: tuple[int, int]) -> None:
-        """Both ends take back their flow of ``edge`` from the trackers ``c (N, P)``; the edge restarts at zero."""
-        k = self.index[(min(edge), max(edge))]
-        i, j = self.edges[k]
-        c[i] -= self.flows[k].to(c.dtype)
-        c[j] += self.flows[k].to(c.dtype)
-        self.flows[k].zero_()
+    def reweight(self, mixing: SparseMixing) -> None:
+        """W changes from now on: fold each changed edge's flow so far into its correction."""
+        old = self.weights
+        self._set_weights(mixing)
+        for edge in set(old) | set(self.weights):
+            w_old, w_new = old.get(edge, 0.0), self.weights.get(edge, 0.0)
+            if w_old != w_new:
+                i, j = edge
+                self.offsets[edge] = self.offsets.get(edge, 0.0) + (self.sums[j] - self.sums[i]) * (w_old - w_new)
 
-    def edges_of(self, node: int) -> list[tuple[int, int]]:
-        return [e for e in self.edges if node in e]
+    def rollback(self, c: torch.Tensor, edge: Edge) -> None:
+        """Both ends take back their flow of ``edge`` from the trackers ``c (N, P)``; the edge restarts at zero."""
+        i, j = min(edge), max(edge)
+        f = self.flow((i, j)).to(c.dtype)
+        c[i] -= f
+        c[j] += f
+        self.offsets[(i, j)] = -(self.sums[j] - self.sums[i]) * self.weights.get((i, j), 0.0)
+
+    def edges_of(self, node: int) -> list[Edge]:
+        return [e for e in self.weights if node in e]

@@ -22,7 +22,8 @@ from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
-from peernet.errors import BootstrapUnavailable, ConfigError, TransportError
+from peernet.device import resolve_device
+from peernet.errors import BootstrapUnavailable, TransportError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
 from peernet.node.config import NodeConfig, rejoin_from_checkpoint
@@ -39,14 +40,6 @@ from peernet.transport.zmq_transport import ZmqTransport
 from peernet.wire.messages import TensorSpec
 
 log = logging.getLogger("peernet.node")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available", key="device")
-    return torch.device(name)
 
 
 class NodeDaemon:

@@ -1,91 +1,100 @@
-"""N nodes in one process: node-stacked vectorised rounds, and a per-node loop used as the reference.
+"""N nodes in one process: gradients per node or batched, the rule on node-stacked tensors, sparse gossip.
 
-Both modes call the very same algorithm rule as the daemon. The vectorised mode gives it ``(N, P)``
-tensors and a gossip that is one matmul with W. The loop mode runs one thread per node, each calling
-the rule on its own ``(P,)`` tensors with a gossip that exchanges through shared memory and mixes with
-:func:`peernet.core.mixing.mix_one`, exactly as a daemon mixes what it received.
+A round has two phases. First every node's loss and gradient, either node by node with a plain model
+replica per worker thread ("loop", what a daemon computes) or for groups of nodes in one batched call
+("vectorized"). Then the very same algorithm rule as the daemon, called on node-stacked ``(N, b)`` column
+blocks: the rules are elementwise except for the gossip, and the gossip mixes each column over nodes
+only, so column blocks are independent — they run in parallel and their temporaries stay small. The
+gossip is :class:`peernet.core.mixing.SparseMixing`: O(E·P), and row by row the same arithmetic as the
+daemon's :func:`peernet.core.mixing.mix_one`.
+
+The mode is chosen per device and model (``auto``): batched on a GPU and for the quadratic task and the
+MLP, node by node for convolutional models on a CPU, where N ordinary convolutions beat one grouped
+convolution (docs/algorithms.md, "Simulator").
 """
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import math
 from typing import Literal
 
 import torch
 
 from peernet.core.algorithms import Algorithm, HyperParams
-from peernet.core.churn import EdgeFlows, mh_matrix
-from peernet.core.mixing import mix_one
+from peernet.core.churn import EdgeFlows
+from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
 from peernet.sim.tasks import Task
+from peernet.sim.workers import WorkerPool
 
-Mode = Literal["vectorized", "loop"]
+Mode = Literal["auto", "vectorized", "loop"]
+MODES = ("auto", "vectorized", "loop")
+#: Elements per node-stacked array in one rule block (4 MiB in float32): small enough to stay in cache.
+BLOCK_ELEMENTS = 1 << 20
+#: Nodes per batched gradient call on a CPU at most, so the batch and activations stay small.
+GROUP_NODES = 64
 
 
-class _LoopExchange:
-    """Shared-memory gossip for the per-node loop: every node posts, all wait, each mixes its own row."""
-
-    def __init__(self, topology: Topology) -> None:
-        n = topology.n
-        self.topology = topology
-        self.posted: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
-        # A timeout turns a failed node thread into an error instead of a hang of all the others.
-        self.barrier = threading.Barrier(n, timeout=120)
-        ids = topology.ids
-        self.neigh = [[topology.index_of(j) for j in topology.neighbours(ids[i])] for i in range(n)]
-        self.weights = [{topology.index_of(j): topology.weight(ids[i], j) for j in topology.neighbours(ids[i])}
-                        for i in range(n)]
-
-    def gossip_for(self, i: int):  # type: ignore[no-untyped-def]
-        def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-            self.posted[i] = tensors
-            self.barrier.wait()
-            mixed = {k: mix_one(v, {j: self.posted[j][k] for j in self.neigh[i]}, self.weights[i])
-                     for k, v in tensors.items()}
-            # Second barrier: nobody may post next round's tensors while a neighbour still reads these.
-            self.barrier.wait()
-            return mixed
-
-        return gossip
+def choose_mode(mode: str, task: Task, device: torch.device) -> str:
+    """The mode ``auto`` stands for: vectorized on CUDA and for non-convolutional tasks, loop for CNNs on CPU."""
+    if mode not in MODES:
+        raise SimulationError(f"unknown simulator mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    if device.type != "cpu":
+        return "vectorized"
+    return "loop" if getattr(task, "convolutional", False) else "vectorized"
 
 
 class Simulator:
-    """Holds the node-stacked parameters ``X (N, P)`` and per-node optimizer state."""
+    """Holds the node-stacked parameters ``X (N, P)``, optimizer state and gradients, on the task's device.
+
+    ``threads`` worker threads (0: every available core) share the work on a CPU; torch runs one intra-op
+    thread in each. ``track_flows`` keeps the per-edge tracker flows that :meth:`crash` rolls back (on by
+    default for tracking rules; it costs one ``(N, P)`` running sum).
+    """
 
     def __init__(self, task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,
-                 mode: Mode = "vectorized") -> None:
+                 mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None) -> None:
         if topology.n != task.nodes:
             raise SimulationError(f"topology has {topology.n} nodes but the task was built for {task.nodes}")
-        if mode not in ("vectorized", "loop"):
-            raise SimulationError(f"unknown simulator mode {mode!r}; use 'vectorized' or 'loop'")
-        self.task = task
-        self.topology = topology
-        self.algorithm = algorithm
-        self.hp = hp
-        self.mode = mode
+        self.task, self.topology, self.algorithm, self.hp = task, topology, algorithm, hp
+        self.device = task.device
+        self.mode = choose_mode(mode, task, self.device)
+        self.pool = WorkerPool(threads if self.device.type == "cpu" else 1)
         self.round = 0
-        x0 = task.initial_params()
-        self.X = x0.unsqueeze(0).repeat(topology.n, 1)
-        self.W = topology.mixing_matrix(dtype=self.X.dtype)
-        self.alive = [True] * topology.n
+        n = topology.n
+        self.X = task.initial_params().to(self.device).unsqueeze(0).repeat(n, 1)
+        self.state = algorithm.init_state(self.X)
+        self.grads = torch.empty_like(self.X)
+        self.losses = torch.empty(n, dtype=self.X.dtype, device=self.device)
+        self.mixing = SparseMixing.of(topology)
+        self.alive = [True] * n
         self.edges = [(topology.index_of(a), topology.index_of(b)) for a, b in topology.edges]
-        self.flows: EdgeFlows | None = None
-        if mode == "vectorized":
-            self.state = algorithm.init_state(self.X)
-            if algorithm.tracks:
-                # Per-edge tracker flows (DESIGN.md §3), so a departed node's share can be rolled back.
-                self.flows = EdgeFlows(self.edges, task.dim, self.X.dtype)
-        else:
-            self.node_states = [algorithm.init_state(self.X[i]) for i in range(topology.n)]
-            self.exchange = _LoopExchange(topology)
-            self.pool = ThreadPoolExecutor(max_workers=topology.n, thread_name_prefix="simnode")
+        track = algorithm.tracks if track_flows is None else track_flows and algorithm.tracks
+        self.flows = EdgeFlows(self.mixing, self.X) if track else None
+        self._groups = self._plan_groups()
+        self._blocks = self._plan_blocks()
 
-    def _gossip(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.flows is not None and "d" in tensors:
-            self.flows.record(tensors["d"], self.W)
-        return {k: self.W @ v for k, v in tensors.items()}
+    def _plan_groups(self) -> list[range]:
+        n = self.topology.n
+        if self.mode == "loop":
+            size = 1  # one node per item: the dynamic share-out balances best, and a node costs milliseconds
+        elif self.device.type != "cpu":
+            size = n
+        else:
+            size = max(1, min(GROUP_NODES, math.ceil(n / self.pool.threads)))
+        return [range(lo, min(n, lo + size)) for lo in range(0, n, size)]
+
+    def _plan_blocks(self) -> list[slice]:
+        n, p = self.X.shape
+        if self.device.type != "cpu":
+            return [slice(0, p)]
+        width = max(64, BLOCK_ELEMENTS // n)
+        # At least one block per thread when the model is big enough to split.
+        width = min(width, max(64, math.ceil(p / self.pool.threads)))
+        return [slice(lo, min(p, lo + width)) for lo in range(0, p, width)]
 
     def crash(self, index: int, *, rollback: bool = True) -> None:
         """Node ``index`` leaves for good: its edges drop, the others re-weight (MH over live degrees).
@@ -93,37 +102,48 @@ class Simulator:
         With ``rollback`` (the churn-safe rule) both ends of every dropped edge take back that edge's
         tracker flow; without it the survivors keep the departed node's share in their trackers.
         """
-        if self.mode != "vectorized":
-            raise SimulationError("crash() is supported by the vectorized simulator")
+        if self.algorithm.tracks and self.flows is None:
+            raise SimulationError("crash() needs the tracker flows: build the Simulator with track_flows=True")
         self.alive[index] = False
-        self.W = mh_matrix(self.topology.n, self.edges, self.alive, dtype=self.X.dtype)
-        if self.flows is not None:
+        if self.flows is not None and rollback:
+            tracker = self.state[self.algorithm.tracker]
             for edge in self.flows.edges_of(index):
-                if rollback:
-                    self.flows.rollback(self.state["c"], edge)
+                self.flows.rollback(tracker, edge)
+        self.mixing = SparseMixing.metropolis(self.topology.n, self.edges, self.alive)
+        if self.flows is not None:
+            self.flows.reweight(self.mixing)
 
     def step(self) -> torch.Tensor:
         """Run one round on every node; return each node's mini-batch loss ``(N,)``."""
         r = self.round
-        if self.mode == "vectorized":
-            losses, grads = self.task.batched_loss_grad(self.X, r)
-            self.X = self.algorithm.step(self.X, self.state, grads, self.hp, self._gossip)
-        else:
-            results = [self.task.node_loss_grad(i, self.X[i], r) for i in range(self.topology.n)]
-            losses = torch.tensor([loss for loss, _ in results])
-            futures = [self.pool.submit(self.algorithm.step, self.X[i].clone(), self.node_states[i], g,
-                                        self.hp, self.exchange.gossip_for(i))
-                       for i, (_, g) in enumerate(results)]
-            self.X = torch.stack([f.result() for f in futures])
+        batched = self.mode == "vectorized"
+        self.pool.run(lambda nodes: self.task.loss_grad_into(nodes, self.X, r, self.grads, self.losses,
+                                                             batched=batched), self._groups)
+        self.pool.run(self._rule_block, self._blocks)
         self.round += 1
-        return losses
+        return self.losses.clone()
+
+    def _rule_block(self, cols: slice) -> None:
+        """The rule on columns ``cols`` of every node; the new parameters are written back in place."""
+        x = self.X[:, cols]
+        state = {k: v[:, cols] for k, v in self.state.items()}
+        mixing, flows, flow_name = self.mixing, self.flows, self.algorithm.flow
+
+        def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+            if flows is not None and flow_name in tensors:
+                flows.record(tensors[flow_name], cols)
+            return {k: mixing.mix(v) for k, v in tensors.items()}
+
+        x_new = self.algorithm.step(x, state, self.grads[:, cols], self.hp, gossip)
+        x.copy_(x_new)
 
     def node_state(self, name: str) -> torch.Tensor:
         """Node-stacked optimizer state ``(N, P)`` by name (e.g. ``"u"``, ``"c"``)."""
-        if self.mode == "vectorized":
-            return self.state[name]
-        return torch.stack([s[name] for s in self.node_states])
+        return self.state[name]
+
+    def evaluate(self) -> dict[str, object]:
+        """The task's evaluation of the current parameters, spread over the worker threads."""
+        return self.task.evaluate(self.X, self.pool.run)
 
     def close(self) -> None:
-        if self.mode == "loop":
-            self.pool.shutdown(wait=True)
+        self.pool.close()

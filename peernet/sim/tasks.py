@@ -8,6 +8,10 @@ resumed run needs no saved RNG state.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,24 +35,40 @@ class Task(Protocol):
     nodes: int
     dim: int
     dtype: torch.dtype
+    device: torch.device
     rounds_per_epoch: int
+    #: Convolutional models run faster node by node than batched on a CPU (the simulator's ``auto`` mode).
+    convolutional: bool
 
     def initial_params(self) -> torch.Tensor: ...
 
-    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def to_device(self, device: torch.device) -> None: ...
+
+    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
+                       losses: torch.Tensor, *, batched: bool) -> None: ...
 
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]: ...
 
-    def evaluate(self, X: torch.Tensor) -> dict[str, Any]: ...
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]: ...
+
+
+Runner = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+"""``run(fn, items)`` returns ``[fn(x) for x in items]``, possibly computed on worker threads."""
+
+
+def _serial(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(x) for x in items]
 
 
 class QuadraticTask:
     """Heterogeneous least squares with exact gradients (``batch_size`` does not apply)."""
 
     rounds_per_epoch = 1
+    convolutional = False
 
     def __init__(self, settings: RunSettings, nodes: int) -> None:
         self.nodes = nodes
+        self.device = torch.device("cpu")
         self.settings = settings
         self.problem: QuadraticProblem = make_quadratic(
             nodes, dim=settings.dim, heterogeneity=settings.heterogeneity,
@@ -57,7 +77,13 @@ class QuadraticTask:
         self.dtype = _DTYPES[settings.param_dtype]
 
     def initial_params(self) -> torch.Tensor:
-        return torch.zeros(self.dim, dtype=self.dtype)
+        return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+
+    def to_device(self, device: torch.device) -> None:
+        """Keep the problem's matrices on ``device``."""
+        self.device = device
+        p = self.problem
+        self.problem = dataclasses.replace(p, A=p.A.to(device), b=p.b.to(device), optimum=p.optimum.to(device))
 
     def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         losses, grads = self.problem.losses_and_grads(X)
@@ -67,7 +93,19 @@ class QuadraticTask:
         losses, grads = self.problem.losses_and_grads(x.unsqueeze(0), [node])
         return float(losses[0]), grads[0].to(self.dtype)
 
-    def evaluate(self, X: torch.Tensor) -> dict[str, Any]:
+    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
+                       losses: torch.Tensor, *, batched: bool) -> None:
+        """Exact losses and gradients of ``nodes`` into rows of ``grads`` and ``losses``."""
+        if batched:
+            loss, grad = self.problem.losses_and_grads(X[nodes.start:nodes.stop], list(nodes))
+            grads[nodes.start:nodes.stop] = grad
+            losses[nodes.start:nodes.stop] = loss
+            return
+        for i in nodes:
+            loss_i, grads[i] = self.node_loss_grad(i, X[i], round_)
+            losses[i] = loss_i
+
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]:
         losses, _ = self.problem.losses_and_grads(X)
         mean_x = X.mean(dim=0, keepdim=True)
         avg_loss, _ = self.problem.losses_and_grads(mean_x.expand_as(X))
@@ -109,6 +147,34 @@ class BatchSampler:
         return self._perm[pos]
 
 
+class _Replica:
+    """One thread's own copy of the model, its parameters views into one flat buffer (no per-call unflatten).
+
+    ``functional_call`` swaps a module's parameters while it runs, so two threads must never share a
+    module; each worker thread gets a replica the first time it computes a gradient.
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: ParamLayout) -> None:
+        self.model = copy.deepcopy(model)
+        self.flat = layout.flatten(self.model).to(next(self.model.parameters()).device)
+        views = layout.unflatten(self.flat)
+        named = dict(self.model.named_parameters())
+        self.params = [named[name] for name in layout.names]
+        with torch.no_grad():
+            for name, p in zip(layout.names, self.params, strict=True):
+                p.data = views[name]
+        self.vmapped: Any = None
+
+    def loss_grad(self, x: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, out: torch.Tensor) -> float:
+        """Load ``x``, compute the mean cross-entropy on the batch and write its gradient into ``out``."""
+        with torch.no_grad():
+            self.flat.copy_(x)
+        loss = F.cross_entropy(self.model(xb), yb)
+        grads = torch.autograd.grad(loss, self.params)
+        torch.cat([g.reshape(-1) for g in grads], out=out)
+        return float(loss.detach())
+
+
 class ImageTask:
     """An image classifier trained on per-node shards of a labelled dataset."""
 
@@ -118,6 +184,7 @@ class ImageTask:
 
         self.settings = settings
         self.nodes = nodes
+        self.convolutional = settings.model != "mlp"
         self.dtype = _DTYPES[settings.param_dtype]
         data = load_dataset(settings.dataset, settings.data_dir)
         self.data = data
@@ -136,53 +203,72 @@ class ImageTask:
         self.layout = ParamLayout.of(self.model)
         self.dim = self.layout.numel
         self.device = torch.device("cpu")
+        # One copy of the images for every node (float32 datasets are not converted).
         self.train_x = data.train_x.to(self.dtype)
         self.train_y = data.train_y
         self._init = self.layout.flatten(self.model)
-
-        def loss_fn(params: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            out = functional_call(self.model, params, (xb,))
-            return torch.nn.functional.cross_entropy(out, yb)
-
-        self._loss_fn = loss_fn
         self._stacked = stacked_forward(self.model)
-        self._vmapped = vmap(grad_and_value(loss_fn))
+        self._local = threading.local()
 
     def initial_params(self) -> torch.Tensor:
         return self._init.clone().to(self.device)
 
     def to_device(self, device: torch.device) -> None:
-        """Keep the model's data on ``device`` (a daemon on a GPU); parameters are passed in per call."""
+        """Keep the model's data on ``device`` (a daemon or simulator on a GPU); parameters are passed per call."""
         self.device = device
         self.model.to(device)
         self.train_x = self.train_x.to(device)
         self.train_y = self.data.train_y.to(device)
+        self._local = threading.local()
+
+    def _replica(self) -> _Replica:
+        replica = getattr(self._local, "replica", None)
+        if replica is None:
+            replica = self._local.replica = _Replica(self.model, self.layout)
+        return replica
 
     def _node_batch(self, node: int, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(self.samplers[node].batch(round_)).to(self.device)
         return self.train_x[idx], self.train_y[idx]
 
-    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(np.stack([s.batch(round_) for s in self.samplers]))
+    def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
+        xb, yb = self._node_batch(node, round_)
+        out = torch.empty(self.dim, dtype=x.dtype, device=x.device)
+        loss = self._replica().loss_grad(x, xb, yb, out)
+        return loss, out
+
+    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
+                       losses: torch.Tensor, *, batched: bool) -> None:
+        """Losses and gradients of ``nodes`` into their rows: one batched call, or node by node."""
+        if not batched:
+            replica = self._replica()
+            for i in nodes:
+                xb, yb = self._node_batch(i, round_)
+                losses[i] = replica.loss_grad(X[i], xb, yb, grads[i])
+            return
+        lo, hi = nodes.start, nodes.stop
+        idx = torch.from_numpy(np.stack([self.samplers[i].batch(round_) for i in nodes])).to(self.device)
         xb, yb = self.train_x[idx], self.train_y[idx]
         if self._stacked is None:
-            grads, losses = self._vmapped(self.layout.unflatten(X), xb, yb)
-            return losses.detach(), self.layout.grads_to_flat(grads, (X.shape[0],))
-        leaf = X.detach().clone().requires_grad_(True)
+            replica = self._replica()
+            if replica.vmapped is None:
+                def loss_fn(p: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+                    return F.cross_entropy(functional_call(replica.model, p, (xs,)), ys)
+                replica.vmapped = vmap(grad_and_value(loss_fn))
+            g, loss = replica.vmapped(self.layout.unflatten(X[lo:hi].detach()), xb, yb)
+            grads[lo:hi] = self.layout.grads_to_flat(g, (hi - lo,))
+            losses[lo:hi] = loss.detach()
+            return
+        # A detached view is a leaf of its own: no copy of the parameters is made for autograd.
+        leaf = X[lo:hi].detach().requires_grad_(True)
         logits = self._stacked(self.layout.unflatten(leaf), xb)
         n, b = yb.shape
         per_sample = F.cross_entropy(logits.reshape(n * b, -1), yb.reshape(-1), reduction="none")
-        losses = per_sample.reshape(n, b).mean(1)
+        node_losses = per_sample.reshape(n, b).mean(1)
         # Node i's loss depends only on row i, so one backward of the sum yields every node's own gradient.
-        (flat_grad,) = torch.autograd.grad(losses.sum(), leaf)
-        return losses.detach(), flat_grad
-
-    def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
-        xb, yb = self._node_batch(node, round_)
-        params = {k: v.detach().requires_grad_(True) for k, v in self.layout.unflatten(x.clone()).items()}
-        loss = self._loss_fn(params, xb, yb)
-        grads = torch.autograd.grad(loss, list(params.values()))
-        return float(loss.detach()), torch.cat([g.reshape(-1) for g in grads])
+        (flat_grad,) = torch.autograd.grad(node_losses.sum(), leaf)
+        grads[lo:hi] = flat_grad
+        losses[lo:hi] = node_losses.detach()
 
     @torch.no_grad()
     def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0,
@@ -206,24 +292,31 @@ class ImageTask:
             def forward(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
                 return stacked(p, xb.unsqueeze(0).expand(k, *xb.shape))
         else:
-            forward = vmap(lambda p, xb: functional_call(self.model, p, (xb,)), in_dims=(0, None))
+            model = self._replica().model  # functional_call mutates the module: one per thread
+            forward = vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None))
         correct = torch.zeros(k, device=self.device)
         for start in range(0, len(ys), chunk):
             logits = forward(params, xs[start:start + chunk])
             correct += (logits.argmax(dim=-1) == ys[start:start + chunk]).sum(dim=-1).float()
         return (correct / len(ys)).cpu()
 
-    def evaluate(self, X: torch.Tensor) -> dict[str, Any]:
+    def _accuracies(self, X: torch.Tensor, split: str, run: Runner) -> torch.Tensor:
+        """Accuracy of every row, rows split into groups of at most 16 that ``run`` may spread over threads."""
         limit = self.settings.eval_samples
+        groups = [X[i:i + 16] for i in range(0, X.shape[0], 16)]
+        return torch.cat(run(lambda rows: self.accuracy(rows, split, limit), groups))
+
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]:
+        run = run or _serial
         stacked = torch.cat([X, X.mean(dim=0, keepdim=True)])
-        acc = self.accuracy(stacked, "test", limit)
+        acc = self._accuracies(stacked, "test", run)
         out: dict[str, Any] = {
             "node_test_accuracy": [float(a) for a in acc[:-1]],
             "mean_test_accuracy": float(acc[:-1].mean()),
             "averaged_model_test_accuracy": float(acc[-1]),
         }
         if len(self.shards.val_indices):
-            val = self.accuracy(stacked, "val", limit)
+            val = self._accuracies(stacked, "val", run)
             out["mean_val_accuracy"] = float(val[:-1].mean())
             out["averaged_model_val_accuracy"] = float(val[-1])
         return out

@@ -58,7 +58,8 @@ def is_finished(cells_dir: Path, cell_id: str) -> bool:
     return (cells_dir / cell_id / "summary.json").is_file()
 
 
-def run_cell(settings: RunSettings, cells_dir: str, cell_id: str) -> dict[str, Any]:
+def run_cell(settings: RunSettings, cells_dir: str, cell_id: str, device: str = "auto",
+             threads: int = 1) -> dict[str, Any]:
     """Run one cell into ``<id>.partial`` and rename it to ``<id>`` when complete (the rename is atomic).
 
     A diverging run is a result too (status "failed", with the reason): it is finished and not retried.
@@ -69,7 +70,7 @@ def run_cell(settings: RunSettings, cells_dir: str, cell_id: str) -> dict[str, A
     final = Path(cells_dir) / cell_id
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        summary = run_simulation(settings, partial, progress=False)
+        summary = run_simulation(settings, partial, progress=False, device=device, threads=threads)
         summary["status"] = "ok"
     except SimulationError as exc:
         summary = {key: None for key in SUMMARY_KEYS} | {"algorithm": settings.algorithm, "lr": settings.step_size,
@@ -145,8 +146,11 @@ class _Line:
 
 class _Sweep:
     def __init__(self, study: Study, out: Path, jobs: int, progress: bool, limit: int | None,
-                 stream: TextIO) -> None:
+                 stream: TextIO, device: str) -> None:
         self.study, self.out, self.jobs, self.limit, self.stream = study, out, jobs, limit, stream
+        self.device = device
+        # The cores are shared out: jobs processes, each with the worker threads left to it.
+        self.threads = max(1, default_jobs() // max(1, jobs))
         self.cells_dir = out / CELLS_DIR
         self.summaries: dict[str, dict[str, Any]] = {}
         sel = study.selection
@@ -245,7 +249,8 @@ class _Sweep:
     def _execute(self, todo: list[Cell], phases: dict[str, str]) -> None:
         if self.jobs <= 1 or len(todo) <= 1:
             for cell in todo:
-                self._done(cell, run_cell(cell.settings, str(self.cells_dir), cell.id), phases[cell.id])
+                summary = run_cell(cell.settings, str(self.cells_dir), cell.id, self.device, self.threads)
+                self._done(cell, summary, phases[cell.id])
             return
         if self.pool is None:
             # Spawn, not fork: a forked child would inherit torch's thread pools in an undefined state.
@@ -253,7 +258,8 @@ class _Sweep:
                                             initializer=_init_worker)
         pool = self.pool
         try:
-            futures = {pool.submit(run_cell, c.settings, str(self.cells_dir), c.id): c for c in todo}
+            futures = {pool.submit(run_cell, c.settings, str(self.cells_dir), c.id, self.device, self.threads): c
+                       for c in todo}
             for future in as_completed(futures):
                 cell = futures[future]
                 self._done(cell, future.result(), phases[cell.id])
@@ -293,13 +299,17 @@ def preflight(study: Study) -> None:
 
 
 def run_sweep(study: Study, out: str | Path, *, jobs: int = 1, progress: bool = True, limit: int | None = None,
-              stream: TextIO | None = None) -> SweepResult:
+              stream: TextIO | None = None, device: str = "auto") -> SweepResult:
     """Run every unfinished cell of ``study`` under ``out`` (finished cells are kept and skipped).
 
-    ``jobs`` > 1 runs cells in that many spawned processes. ``limit`` stops after that many newly run
-    cells (the result then says ``interrupted``), as Ctrl-C does; running the sweep again resumes it.
+    ``jobs`` > 1 runs cells in that many spawned processes; ``device`` is where each cell's simulator runs.
+    ``limit`` stops after that many newly run cells (the result then says ``interrupted``), as Ctrl-C does;
+    running the sweep again resumes it.
     """
+    from peernet.device import resolve_device
+
+    resolve_device(device)  # a missing GPU is reported before any cell starts
     preflight(study)
-    sweep = _Sweep(study, Path(out), jobs, progress, limit, stream or sys.stderr)
+    sweep = _Sweep(study, Path(out), jobs, progress, limit, stream or sys.stderr, device)
     return sweep.run()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from peernet.cli import main
@@ -74,3 +75,35 @@ def test_help_documents_every_option() -> None:
                 "--classes-per-node", "--alpha", "--lr", "--beta", "--batch-size", "--rounds", "--epochs",
                 "--seed", "--out", "--config", "--json"):
         assert opt in res.output
+
+
+def _no_cuda() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("command", [["simulate", "--dataset", "quadratic", "--rounds", "5", "--quiet"],
+                                     ["sweep", "--config", "STUDY"]])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_device_cuda_without_cuda_is_a_clear_error_naming_the_option(tmp_path: Path, command: list[str],
+                                                                     device: str) -> None:
+    if not _no_cuda():
+        pytest.skip("this machine has CUDA: the error cannot happen here")
+    study = tmp_path / "study.toml"
+    study.write_text('name = "s"\n[base]\ndataset = "quadratic"\nrounds = 5\n[grid]\nalgorithm = ["dsgd"]\n')
+    args = [str(study) if a == "STUDY" else a for a in command]
+    res = CliRunner().invoke(main, [*args, "--device", device, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert "'--device'" in res.output and "CUDA is not available" in res.output
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+
+
+def test_simulate_summary_says_which_mode_device_and_threads_ran() -> None:
+    res = CliRunner().invoke(main, ["simulate", "--dataset", "quadratic", "--rounds", "20", "--quiet", "--json",
+                                    "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    summary = _last_json(res.output)
+    assert (summary["mode"], summary["device"], summary["threads"]) == ("vectorized", "cpu", 1)
+    assert summary["peak_rss_mb"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -20,20 +21,21 @@ def _run_json(module: str, *args: str) -> dict[str, Any]:
     return json.loads(res.stdout)
 
 
-def render(wire: dict[str, Any], sim: dict[str, Any], elapsed: float) -> str:
+def render_wire(wire: dict[str, Any]) -> list[str]:
     m = wire["machine"]
     lines = [
         "# Performance",
         "",
         "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim` and "
-        "`python -m bench.scale`) on "
-        f"{time.strftime('%Y-%m-%d')}, in {elapsed / 60:.1f} minutes. Machine: {m['cpu']}, {m['cores']} cores, "
+        "`python -m bench.scale`; `--only sim,scale` reruns some sections and keeps the others' last figures, "
+        f"each section says when it was measured). Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, torch {m['torch']}, pyzmq {m['pyzmq']}, libzmq {m['libzmq']}. "
         "Every comparison is a ratio of two figures measured in the same run; the absolute numbers move "
         "with the machine's load.",
         "",
         "## Wire throughput (one direction, two processes on loopback)",
         "",
+        f"Measured {wire.get('date', '2026-11-26')}. "
         "peernet: the tensor as ≈1 MiB frames of one multipart message sent without copying, received and "
         "copied into a preallocated tensor. Raw pyzmq: one frame, default copies, copied into the same kind "
         "of tensor. gloo: `torch.distributed` send/recv into a preallocated tensor. MB = 10⁶ bytes.",
@@ -46,27 +48,7 @@ def render(wire: dict[str, Any], sim: dict[str, Any], elapsed: float) -> str:
         lines.append(f"| {row['method']} | {row['size_mb']} MB | {row['gbps_median']:.2f} | "
                      f"{row['gbps_min']:.2f} | {row['gbps_max']:.2f} | {vs} |")
     lines += _curve_note(wire["results"])
-    vec, loop, loop1, dae = sim["vectorized"], sim["loop"], sim["loop_1thread"], sim["daemons"]
-    lines += [
-        "",
-        "## Training throughput, 8 LeNet-GN nodes on Fashion-MNIST (batch 100 per node, ring)",
-        "",
-        "| what | samples/s | ms per round | ratio |",
-        "|---|---|---|---|",
-        f"| simulator, vectorised (all cores) | {vec['samples_per_s']:.0f} | {vec['ms_per_round']:.1f} | "
-        f"{vec['samples_per_s'] / loop['samples_per_s']:.2f}× the per-node loop |",
-        f"| simulator, per-node loop (all cores) | {loop['samples_per_s']:.0f} | {loop['ms_per_round']:.1f} | 1 |",
-        f"| simulator, per-node loop (1 thread) | {loop1['samples_per_s']:.0f} | {loop1['ms_per_round']:.1f} | – |",
-        f"| `peernet local`: 8 daemon processes, 1 thread each | {dae['samples_per_s']:.0f} | – | "
-        f"{dae['samples_per_s'] / loop['samples_per_s']:.2f}× the per-node loop |",
-        "",
-        f"Per-round split in the daemons (mean over nodes and rounds): compute {1000 * dae['compute_s']:.1f} ms, "
-        f"waiting for neighbours {1000 * dae['wait_s']:.1f} ms, mixing {1000 * dae['mix_s']:.2f} ms. "
-        f"Peak resident memory per daemon: {dae['rss_mb_per_node']:.0f} MB (each loads the full dataset "
-        "to derive its own shard).",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def _curve_note(rows: list[dict[str, Any]]) -> list[str]:
@@ -82,36 +64,114 @@ def _curve_note(rows: list[dict[str, Any]]) -> list[str]:
             f"reference cluster run by default. Its throughput relative to plain peernet: {ratios}."]
 
 
-def render_scale(scale: dict[str, Any]) -> str:
-    lines = ["", "## Scaling on this machine (`python -m bench.scale`)", "",
-             "Simulator: MLP on Fashion-MNIST, ring, batch 100 per node, vectorised over nodes, one torch thread, "
-             "one process per size (resident memory is that process's peak, divided by the nodes). Daemons: "
-             "`peernet local` with the MLP, one process per node, CURVE on, all sharing the 2 cores; time per "
-             "round is each node's compute + waiting + mixing, averaged; memory is each daemon's own peak.", "",
-             "| what | nodes | ms per round | vs smallest | resident MB per node |", "|---|---|---|---|---|"]
-    for key, label in (("simulator", "simulator"), ("daemons", "daemons")):
-        rows = scale[key]
-        base = rows[0]["ms_per_round"]
-        for row in rows:
-            lines.append(f"| {label} | {row['nodes']} | {row['ms_per_round']:.1f} | {row['ms_per_round'] / base:.2f}x "
-                         f"| {row['rss_mb_per_node']:.0f} |")
-    lines += ["", "On 2 cores every daemon beyond the second only adds contention: per-round time grows with the "
-              "process count by design of this test, not because of the protocol.", ""]
-    return "\n".join(lines)
+def _ms(row: dict[str, Any]) -> str:
+    return f"{row['median_ms']:.1f} | {row['min_ms']:.1f} | {row['max_ms']:.1f}"
+
+
+def render_sim(sim: dict[str, Any]) -> list[str]:
+    """The simulator against the floor, the daemons and the engine it replaced."""
+    floor, auto = sim["floor_round_ms"], sim["auto"]
+    dae, cell = sim["daemons"], sim["study_cell"]
+    lines = [
+        "", "## Simulator, 8 LeNet-GN nodes on Fashion-MNIST (batch 100 per node, ring, Momentum Tracking)", "",
+        f"Measured {sim['date']}, {auto['n']} timed rounds per row after 5 warm-up rounds (training only). "
+        f"The floor is one plain `nn.Module` LeNet-GN step (forward + backward, batch 100, one torch thread; "
+        f"median {sim['floor_step']['median_ms']:.2f} ms) × 8 nodes ÷ {sim['cores']} cores = {floor:.1f} ms.", "",
+        "| what | ms per round (median) | min | max | vs floor |", "|---|---|---|---|---|",
+    ]
+    for key, label in (("auto", "simulator, default (`auto` → per node, all cores)"),
+                       ("loop_1thread", "simulator, per node, 1 thread"),
+                       ("vectorized", "simulator, `--mode vectorized` (grouped convolutions)")):
+        lines.append(f"| {label} | {_ms(sim[key])} | {sim[key]['median_ms'] / floor:.2f}× |")
+    lines += [
+        f"| the same default with another process spinning on one core | {_ms(sim['auto_loaded'])} | "
+        f"{sim['auto_loaded']['median_ms'] / floor:.2f}× |",
+        f"| `peernet local`, 8 daemon processes: compute per round | {dae['compute_ms']:.1f} | – | – | "
+        f"{dae['compute_ms'] / floor:.2f}× |",
+        "",
+        f"The default simulator round is {auto['median_ms'] / floor:.2f}× the floor and "
+        f"{auto['median_ms'] / dae['compute_ms']:.2f}× the daemons' compute per round (daemons: waiting "
+        f"{dae['wait_ms']:.1f} ms and mixing {dae['mix_ms']:.2f} ms more per round, so a daemon round is "
+        f"{dae['compute_ms'] + dae['wait_ms'] + dae['mix_ms']:.1f} ms). With another process spinning on one of "
+        f"the {sim['cores']} cores the default slows by {sim['auto_loaded']['median_ms'] / auto['median_ms']:.2f}× "
+        "(its threads now share the cores with a third busy thread; no collapse); a plain one-thread step on the "
+        f"free core slows by {sim['floor_step_loaded']['median_ms'] / sim['floor_step']['median_ms']:.2f}×.", "",
+        "Reference study cell (`peernet simulate`, LeNet, 8-node ring, k = 2, 2 epochs, val 10%, evaluation "
+        "every 54 rounds on 4000 samples; whole process, import and data loading included; "
+        f"{cell.get('repeats', 3)} runs each):", "",
+        "| version | seconds (median) | min | max | final mean test accuracy |", "|---|---|---|---|---|",
+    ]
+    for label in ("before", "after"):
+        row = cell[label]
+        name = f"before (`{cell['before_ref']}`)" if label == "before" else "after (this engine)"
+        lines.append(f"| {name} | {row['median_s']:.1f} | {row['min_s']:.1f} | {row['max_s']:.1f} | "
+                     f"{row['mean_test_accuracy']:.4f} |")
+    lines += ["", f"Speed-up of the cell: {cell['before']['median_s'] / cell['after']['median_s']:.2f}×.", ""]
+    return lines
+
+
+def render_scale(scale: dict[str, Any]) -> list[str]:
+    lines = ["", "## Simulator scaling (`python -m bench.scale`)", "",
+             f"Measured {scale['date']}. MLP (784-200-200-10, 199,210 parameters) on Fashion-MNIST, Momentum "
+             "Tracking, batch 100 per node, the default mode and threads, one process per size (resident memory "
+             "is that process's peak divided by the nodes; it includes torch and the shared dataset).", "",
+             "| graph | nodes | degree | ms per round (median) | min | max | ms per node | vs 8 nodes | "
+             "MB per node |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind in ("ring", "exponential"):
+        rows = [r for r in scale["simulator"] if r["topology"] == kind]
+        if not rows:
+            continue
+        base = rows[0]["per_node_ms"]
+        for r in rows:
+            lines.append(f"| {kind} | {r['nodes']} | {r['degree']} | {_ms(r)} | {r['per_node_ms']:.3f} | "
+                         f"{r['per_node_ms'] / base:.2f}× | {r['rss_mb_per_node']:.1f} |")
+    daemons = scale.get("daemons")
+    if daemons:
+        lines += ["", f"Daemon clusters (measured {daemons['date']}): `peernet local` with the MLP, one process "
+                  "per node, CURVE on, all sharing the 2 cores.", "",
+                  "| daemons | ms per round | vs smallest | resident MB per node |", "|---|---|---|---|"]
+        base = daemons["rows"][0]["ms_per_round"]
+        for row in daemons["rows"]:
+            lines.append(f"| {row['nodes']} | {row['ms_per_round']:.1f} | {row['ms_per_round'] / base:.2f}× | "
+                         f"{row['rss_mb_per_node']:.0f} |")
+    return lines
+
+
+SECTIONS = ("wire", "sim", "scale")
+
+
+def _previous() -> dict[str, Any]:
+    """The last run's figures, upgraded from the layout before sections carried their own date."""
+    path = ROOT / "docs" / "performance.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    scale = data.get("scale", {})
+    if "daemons" in scale and isinstance(scale["daemons"], list):
+        scale["daemons"] = {"date": "2026-11-26", "rows": scale["daemons"]}
+    return data
 
 
 def main() -> None:
-    start = time.perf_counter()
-    print("wire benchmark (about 1 minute) ...", file=sys.stderr)
-    wire = _run_json("bench.wire")
-    print("training throughput benchmark (a few minutes) ...", file=sys.stderr)
-    sim = _run_json("bench.sim")
-    print("scaling benchmark (several minutes) ...", file=sys.stderr)
-    scale = _run_json("bench.scale")
-    text = render(wire, sim, time.perf_counter() - start) + render_scale(scale)
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections to rerun (others keep their last figures)")
+    args = p.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    data = _previous()
+    today = time.strftime("%Y-%m-%d")
+    for section in only:
+        print(f"{section} benchmark ...", file=sys.stderr)
+        result = _run_json(f"bench.{section}")
+        if section == "scale" and "daemons" in data.get("scale", {}):
+            result["daemons"] = data["scale"]["daemons"]  # daemon clusters are not rerun by bench.scale
+        data[section] = {**result, "date": today}
+    missing = [s for s in SECTIONS if s not in data or (s == "sim" and "floor_round_ms" not in data[s])]
+    if missing:
+        raise SystemExit(f"no figures for {', '.join(missing)}: run with --only {','.join(missing)}")
+    text = "\n".join(render_wire(data["wire"]) + render_sim(data["sim"]) + render_scale(data["scale"])) + "\n"
     (ROOT / "docs" / "performance.md").write_text(text)
-    (ROOT / "docs" / "performance.json").write_text(json.dumps({"wire": wire, "sim": sim, "scale": scale}, indent=2)
-                                                   + "\n")
+    (ROOT / "docs" / "performance.json").write_text(json.dumps(data, indent=2) + "\n")
     print(text)
 
 

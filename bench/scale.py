@@ -1,4 +1,8 @@
-"""Scaling: simulator time per round at 8-256 nodes (MLP) and daemon clusters of 4-32 processes on this machine."""
+"""Simulator scaling: time per round and memory per node for 8 to 4,096 MLP nodes on a ring and an exponential graph.
+
+Each size runs in a child process, so its peak resident memory is its own. Per-node time is the median
+round divided by the nodes; linear scaling means it stays flat as the node count grows.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +13,47 @@ import subprocess
 import sys
 from typing import Any
 
-from peernet.config import RunSettings
+SIZES = (8, 64, 512, 4096)
+KINDS = ("ring", "exponential")
+#: Timed rounds per size: enough that a round's spread is small, few enough that 4,096 nodes fit in minutes.
+ROUNDS = {8: 100, 64: 30, 512: 8, 4096: 3}
 
-SIM_NODES = (8, 32, 128, 256)
-DAEMON_NODES = (4, 8, 16, 32)
 
+def sim_one(nodes: int, kind: str, rounds: int) -> dict[str, Any]:
+    """One simulator size in this process (the default mode and threads, as a user gets them)."""
+    from bench.sim import sim_rounds
+    from peernet.config import RunSettings
+    from peernet.core.topology import generate
 
-def sim_one(nodes: int, rounds: int) -> dict[str, Any]:
-    """One simulator size in this process (run in a child, so its peak memory is its own)."""
-    import torch
-
-    from bench.sim import sim_throughput
-
-    torch.set_num_threads(1)
-    row = sim_throughput(RunSettings(model="mlp", nodes=nodes, topology="ring", batch_size=100), "vectorized",
-                         rounds)
+    row = sim_rounds(RunSettings(model="mlp", nodes=nodes, topology=kind, batch_size=100), "auto", 0, rounds, kind)
+    degree = generate(kind, nodes).degree_range()[1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**row, "rss_mb": peak, "rss_mb_per_node": peak / nodes}
+    return {**row, "degree": degree, "rss_mb": peak, "rss_mb_per_node": peak / nodes,
+            "per_node_ms": row["median_ms"] / nodes}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rounds", type=int, default=20, help="timed rounds per measurement")
-    p.add_argument("--sim-one", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--sim-one", nargs=3, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="node counts, comma-separated")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.sim_one:
-        print(json.dumps(sim_one(args.sim_one, args.rounds)))
+        nodes, kind, rounds = args.sim_one
+        print(json.dumps(sim_one(int(nodes), kind, int(rounds))))
         return
-    from bench.sim import cluster_throughput
-
-    sim_rows = []
-    for n in SIM_NODES:
-        res = subprocess.run([sys.executable, "-m", "bench.scale", "--sim-one", str(n), "--rounds", str(args.rounds)],
-                             capture_output=True, text=True, timeout=1800)
-        if res.returncode != 0:
-            raise SystemExit(f"simulator at {n} nodes failed:\n{res.stderr[-2000:]}")
-        sim_rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        print(f"simulator {n} nodes: {sim_rows[-1]['ms_per_round']:.1f} ms/round", file=sys.stderr)
-    daemon_rows = []
-    for n in DAEMON_NODES:
-        row = cluster_throughput(RunSettings(model="mlp", nodes=n, topology="ring", batch_size=100), args.rounds * 2)
-        row["ms_per_round"] = 1000 * (row["compute_s"] + row["wait_s"] + row["mix_s"])
-        daemon_rows.append(row)
-        print(f"daemons {n}: {row['ms_per_round']:.1f} ms/round, {row['rss_mb_per_node']:.0f} MB/node", file=sys.stderr)
-    out = {"simulator": sim_rows, "daemons": daemon_rows}
+    rows = []
+    for kind in KINDS:
+        for n in (int(s) for s in args.sizes.split(",")):
+            res = subprocess.run([sys.executable, "-m", "bench.scale", "--sim-one", str(n), kind,
+                                  str(ROUNDS.get(n, 5))], capture_output=True, text=True, timeout=3600)
+            if res.returncode != 0:
+                raise SystemExit(f"simulator at {n} nodes ({kind}) failed:\n{res.stderr[-2000:]}")
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"simulator {kind} {n} nodes: {r['median_ms']:.1f} ms/round, {r['per_node_ms']:.3f} ms/node, "
+                  f"{r['rss_mb_per_node']:.1f} MB/node", file=sys.stderr)
+    out = {"simulator": rows}
     print(json.dumps(out, indent=2) if args.json else out)
 
 

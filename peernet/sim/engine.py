@@ -143,7 +143,7 @@ class Simulator:
 
     def evaluate(self) -> dict[str, object]:
         """The task's evaluation of the current parameters, spread over the worker threads."""
-        return self.task.evaluate(self.X, self.pool.run)
+        return self.task.evaluate(self.X, self.pool.run, batched=self.mode == "vectorized")
 
     def close(self) -> None:
         self.pool.close()

@@ -49,7 +49,7 @@ class Task(Protocol):
 
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]: ...
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]: ...
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]: ...
 
 
 Runner = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
@@ -105,7 +105,7 @@ class QuadraticTask:
             loss_i, grads[i] = self.node_loss_grad(i, X[i], round_)
             losses[i] = loss_i
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]:
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]:
         losses, _ = self.problem.losses_and_grads(X)
         mean_x = X.mean(dim=0, keepdim=True)
         avg_loss, _ = self.problem.losses_and_grads(mean_x.expand_as(X))
@@ -270,10 +270,7 @@ class ImageTask:
         grads[lo:hi] = flat_grad
         losses[lo:hi] = node_losses.detach()
 
-    @torch.no_grad()
-    def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0,
-                 chunk: int = 250) -> torch.Tensor:
-        """Accuracy of each parameter row of ``X (k, P)`` on the test or validation split."""
+    def _eval_split(self, split: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "test":
             xs, ys = self.data.test_x, self.data.test_y
         else:
@@ -281,42 +278,63 @@ class ImageTask:
             xs, ys = self.data.train_x[sel], self.data.train_y[sel]
         if limit:
             xs, ys = xs[:limit], ys[:limit]
-        xs, ys = xs.to(self.device), ys.to(self.device)
+        return xs.to(self.device, self.dtype), ys.to(self.device)
+
+    @torch.no_grad()
+    def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0, chunk: int = 250,
+                 *, batched: bool = True) -> torch.Tensor:
+        """Accuracy of each parameter row of ``X (k, P)`` on the test or validation split.
+
+        ``batched`` evaluates the rows in one node-stacked forward; otherwise row by row through this
+        thread's plain model replica (faster for convolutions on a CPU, as in training).
+        """
+        xs, ys = self._eval_split(split, limit)
         if len(ys) == 0:
             return torch.full((X.shape[0],), float("nan"))
-        xs = xs.to(self.dtype)
-        params = self.layout.unflatten(X)
         k = X.shape[0]
         stacked = self._stacked
-        if stacked is not None:
+        if not batched:
+            replica = self._replica()
+
+            def forward(p: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+                out = []
+                for row in p:
+                    replica.flat.copy_(row)
+                    out.append(replica.model(xb))
+                return torch.stack(out)
+            params: Any = X
+        elif stacked is not None:
             def forward(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
                 return stacked(p, xb.unsqueeze(0).expand(k, *xb.shape))
+            params = self.layout.unflatten(X)
         else:
             model = self._replica().model  # functional_call mutates the module: one per thread
             forward = vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None))
+            params = self.layout.unflatten(X)
         correct = torch.zeros(k, device=self.device)
         for start in range(0, len(ys), chunk):
             logits = forward(params, xs[start:start + chunk])
             correct += (logits.argmax(dim=-1) == ys[start:start + chunk]).sum(dim=-1).float()
         return (correct / len(ys)).cpu()
 
-    def _accuracies(self, X: torch.Tensor, split: str, run: Runner) -> torch.Tensor:
-        """Accuracy of every row, rows split into groups of at most 16 that ``run`` may spread over threads."""
+    def _accuracies(self, X: torch.Tensor, split: str, run: Runner, batched: bool) -> torch.Tensor:
+        """Accuracy of every row; rows (or groups of 16 when batched) are the items ``run`` spreads over threads."""
         limit = self.settings.eval_samples
-        groups = [X[i:i + 16] for i in range(0, X.shape[0], 16)]
-        return torch.cat(run(lambda rows: self.accuracy(rows, split, limit), groups))
+        size = 16 if batched else 1
+        groups = [X[i:i + size] for i in range(0, X.shape[0], size)]
+        return torch.cat(run(lambda rows: self.accuracy(rows, split, limit, batched=batched), groups))
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None) -> dict[str, Any]:
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]:
         run = run or _serial
         stacked = torch.cat([X, X.mean(dim=0, keepdim=True)])
-        acc = self._accuracies(stacked, "test", run)
+        acc = self._accuracies(stacked, "test", run, batched)
         out: dict[str, Any] = {
             "node_test_accuracy": [float(a) for a in acc[:-1]],
             "mean_test_accuracy": float(acc[:-1].mean()),
             "averaged_model_test_accuracy": float(acc[-1]),
         }
         if len(self.shards.val_indices):
-            val = self._accuracies(stacked, "val", run)
+            val = self._accuracies(stacked, "val", run, batched)
             out["mean_val_accuracy"] = float(val[:-1].mean())
             out["averaged_model_val_accuracy"] = float(val[-1])
         return out

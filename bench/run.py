@@ -118,13 +118,14 @@ def render_scale(scale: dict[str, Any]) -> list[str]:
              "| graph | nodes | degree | ms per round (median) | min | max | ms per node | vs 8 nodes | "
              "MB per node |", "|---|---|---|---|---|---|---|---|---|"]
     for kind in ("ring", "exponential"):
-        rows = [r for r in scale["simulator"] if r["topology"] == kind]
+        rows = [r for r in scale["simulator"] if r["topology"] == kind and r.get("model", "mlp") == "mlp"]
         if not rows:
             continue
         base = rows[0]["per_node_ms"]
         for r in rows:
             lines.append(f"| {kind} | {r['nodes']} | {r['degree']} | {_ms(r)} | {r['per_node_ms']:.3f} | "
                          f"{r['per_node_ms'] / base:.2f}× | {r['rss_mb_per_node']:.1f} |")
+    lines += _render_lenet_and_modes(scale)
     daemons = scale.get("daemons")
     if daemons:
         lines += ["", f"Daemon clusters (measured {daemons['date']}): `peernet local` with the MLP, one process "
@@ -134,6 +135,24 @@ def render_scale(scale: dict[str, Any]) -> list[str]:
         for row in daemons["rows"]:
             lines.append(f"| {row['nodes']} | {row['ms_per_round']:.1f} | {row['ms_per_round'] / base:.2f}× | "
                          f"{row['rss_mb_per_node']:.0f} |")
+    return lines
+
+
+def _render_lenet_and_modes(scale: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if scale.get("lenet"):
+        small, big = scale["lenet"]
+        lines += ["", f"LeNet-GN (44,470 parameters), ring, default mode: {small['nodes']} nodes "
+                  f"{small['median_ms']:.1f} ms per round ({small['per_node_ms']:.2f} ms per node), "
+                  f"{big['nodes']} nodes "
+                  f"{big['median_ms']:.0f} ms per round ({big['per_node_ms']:.2f} ms per node, "
+                  f"{big['per_node_ms'] / small['per_node_ms']:.2f}×), {big['rss_mb_per_node']:.2f} MB per node."]
+    if scale.get("modes"):
+        lines += ["", "The default mode against the other one (same run):", "",
+                  "| task | nodes | graph | mode | ms per round (median) | min | max |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in scale["modes"]:
+            lines.append(f"| {r['model']} | {r['nodes']} | {r['topology']} | {r['mode']} | {_ms(r)} |")
     return lines
 
 

@@ -8,6 +8,7 @@ that same order, which keeps a row stochastic when a neighbour is left out of a 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ class SparseMixing:
         self._self = torch.tensor([[self_weight(r.values())] for r in self.rows], dtype=torch.float64)
         self._slots = self._build_slots()
         self._cast: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, list[_Slot]]] = {}
+        self._csr: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     @classmethod
     def of(cls, topology: Topology) -> SparseMixing:
@@ -168,6 +170,30 @@ class SparseMixing:
                 else:
                     dst.addcmul_(src, r.w)
         return out
+
+    def mix_csr(self, v: torch.Tensor) -> torch.Tensor:
+        """``W @ v`` as one sparse CSR product: O(E·P) and a single pass over ``v`` per nonzero.
+
+        Equal to the dense product to rounding (1e-12 in float64, tested) but not bit-identical to
+        :func:`mix_one`: the library adds a row's terms in column order, self weight included. On graphs
+        of high degree it is several times faster than the slot mix (docs/algorithms.md, "Mixing").
+        """
+        key = (v.dtype, v.device)
+        if key not in self._csr:
+            self._csr[key] = self._build_csr(v.dtype, v.device)
+        return torch.sparse.mm(self._csr[key], v)
+
+    def _build_csr(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        crow, cols, vals = [0], [], []
+        for i, row in enumerate(self.rows):
+            entries = sorted({**row, i: float(self._self[i, 0])}.items())
+            cols += [j for j, _ in entries]
+            vals += [w for _, w in entries]
+            crow.append(len(cols))
+        with warnings.catch_warnings():  # torch calls sparse CSR "beta"; sparse.mm on it is long supported
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.tensor(crow), torch.tensor(cols), torch.tensor(vals, dtype=dtype),
+                                           size=(self.n, self.n)).to(device)
 
     def dense(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The full ``(N, N)`` matrix, for tests and small graphs only."""

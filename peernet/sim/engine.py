@@ -5,12 +5,11 @@ replica per worker thread ("loop", what a daemon computes) or for groups of node
 ("vectorized"). Then the very same algorithm rule as the daemon, called on node-stacked ``(N, b)`` column
 blocks: the rules are elementwise except for the gossip, and the gossip mixes each column over nodes
 only, so column blocks are independent — they run in parallel and their temporaries stay small. The
-gossip is :class:`peernet.core.mixing.SparseMixing`: O(E·P), and row by row the same arithmetic as the
-daemon's :func:`peernet.core.mixing.mix_one`.
+gossip is :class:`peernet.core.mixing.SparseMixing`: O(E·P), and (``exact`` mixing) row by row the same
+arithmetic as the daemon's :func:`peernet.core.mixing.mix_one`.
 
-The mode is chosen per device and model (``auto``): batched on a GPU and for the quadratic task and the
-MLP, node by node for convolutional models on a CPU, where N ordinary convolutions beat one grouped
-convolution (docs/algorithms.md, "Simulator").
+The mode is chosen per device and task (``auto``): batched on a GPU and for the quadratic task, node by
+node for image models on a CPU, where N ordinary calls beat one batched call (docs/algorithms.md).
 """
 
 from __future__ import annotations
@@ -34,34 +33,50 @@ MODES = ("auto", "vectorized", "loop")
 BLOCK_ELEMENTS = 1 << 20
 #: Nodes per batched gradient call on a CPU at most, so the batch and activations stay small.
 GROUP_NODES = 64
+MIXINGS = ("auto", "exact", "csr")
+#: Up to this many nodes ``auto`` mixing is ``exact`` (bit-identical to the daemons); above it, ``csr``.
+EXACT_MIXING_NODES = 256
+
+
+def choose_mixing(mixing: str, nodes: int, device: torch.device) -> str:
+    """``exact`` (the daemon's arithmetic) where a daemon cluster could be run beside it, else ``csr``."""
+    if mixing not in MIXINGS:
+        raise SimulationError(f"unknown mixing {mixing!r}; use one of {', '.join(MIXINGS)}")
+    if mixing != "auto":
+        return mixing
+    return "exact" if device.type == "cpu" and nodes <= EXACT_MIXING_NODES else "csr"
 
 
 def choose_mode(mode: str, task: Task, device: torch.device) -> str:
-    """The mode ``auto`` stands for: vectorized on CUDA and for non-convolutional tasks, loop for CNNs on CPU."""
+    """The mode ``auto`` stands for: vectorized on CUDA and for the quadratic task, loop for image models on CPU."""
     if mode not in MODES:
         raise SimulationError(f"unknown simulator mode {mode!r}; use one of {', '.join(MODES)}")
     if mode != "auto":
         return mode
     if device.type != "cpu":
         return "vectorized"
-    return "loop" if getattr(task, "convolutional", False) else "vectorized"
+    return "vectorized" if task.batched_on_cpu else "loop"
 
 
 class Simulator:
     """Holds the node-stacked parameters ``X (N, P)``, optimizer state and gradients, on the task's device.
 
     ``threads`` worker threads (0: every available core) share the work on a CPU; torch runs one intra-op
-    thread in each. ``track_flows`` keeps the per-edge tracker flows that :meth:`crash` rolls back (on by
+    thread in each. ``mixing`` is ``exact`` (each row bit-identical to the daemon's ``mix_one``), ``csr`` (one
+    sparse product, several times faster on high-degree graphs) or ``auto`` (exact up to 256 nodes on a CPU).
+    ``track_flows`` keeps the per-edge tracker flows that :meth:`crash` rolls back (on by
     default for tracking rules; it costs one ``(N, P)`` running sum).
     """
 
     def __init__(self, task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,
-                 mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None) -> None:
+                 mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None,
+                 mixing: str = "auto") -> None:
         if topology.n != task.nodes:
             raise SimulationError(f"topology has {topology.n} nodes but the task was built for {task.nodes}")
         self.task, self.topology, self.algorithm, self.hp = task, topology, algorithm, hp
         self.device = task.device
         self.mode = choose_mode(mode, task, self.device)
+        self.mixing_kernel = choose_mixing(mixing, topology.n, self.device)
         self.pool = WorkerPool(threads if self.device.type == "cpu" else 1)
         self.round = 0
         n = topology.n
@@ -127,12 +142,13 @@ class Simulator:
         """The rule on columns ``cols`` of every node; the new parameters are written back in place."""
         x = self.X[:, cols]
         state = {k: v[:, cols] for k, v in self.state.items()}
-        mixing, flows, flow_name = self.mixing, self.flows, self.algorithm.flow
+        flows, flow_name = self.flows, self.algorithm.flow
+        mix = self.mixing.mix if self.mixing_kernel == "exact" else self.mixing.mix_csr
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
             if flows is not None and flow_name in tensors:
                 flows.record(tensors[flow_name], cols)
-            return {k: mixing.mix(v) for k, v in tensors.items()}
+            return {k: mix(v) for k, v in tensors.items()}
 
         x_new = self.algorithm.step(x, state, self.grads[:, cols], self.hp, gossip)
         x.copy_(x_new)

@@ -71,13 +71,14 @@ def test_rollback_lets_survivors_reach_their_own_optimum() -> None:
 
 @pytest.mark.parametrize(("kind", "n"), [("ring", 8), ("torus", 16), ("exponential", 16), ("random", 12)])
 @pytest.mark.parametrize("algorithm", ["momentum-tracking", "gradient-tracking", "dsgdm"])
+@pytest.mark.parametrize("mixing", ["exact", "csr"])
 def test_sparse_simulator_equals_dense_mixing_with_per_edge_flows_through_a_crash(kind: str, n: int,
-                                                                                algorithm: str) -> None:
+                                                                                algorithm: str, mixing: str) -> None:
     """The engine's sparse gossip and implicit flows against dense W and flows recorded every round."""
     s = RunSettings(algorithm=algorithm, dataset="quadratic", nodes=n, heterogeneity=2.0, seed=3)
     topo, hp = generate(kind, n, seed=3), HyperParams(lr=0.05)
     task = QuadraticTask(s, n)
-    sim = Simulator(task, topo, get_algorithm(algorithm), hp, threads=2)
+    sim = Simulator(task, topo, get_algorithm(algorithm), hp, threads=2, mixing=mixing)
     ref = DenseReference(task, topo, get_algorithm(algorithm), hp)
     for r in range(240):
         if r in (80, 160):  # two departures: the second re-weights edges the first already changed

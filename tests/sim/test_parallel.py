@@ -8,7 +8,7 @@ import torch
 from peernet.config import RunSettings
 from peernet.core.algorithms import ALGORITHMS, HyperParams, get_algorithm
 from peernet.core.topology import generate
-from peernet.sim.engine import Simulator, choose_mode
+from peernet.sim.engine import Simulator, choose_mixing, choose_mode
 from peernet.sim.tasks import ImageTask, QuadraticTask
 from tests.sim.reference import one_thread_loop
 
@@ -51,13 +51,23 @@ def test_parallel_loop_equals_the_one_thread_loop_exactly_on_the_quadratic(algor
         assert torch.equal(loss, ref_loss)
 
 
-def test_auto_mode_is_per_node_for_convolutions_on_cpu_and_batched_otherwise(lenet32: ImageTask) -> None:
+def test_auto_mode_is_per_node_for_image_models_on_cpu_and_batched_otherwise(lenet32: ImageTask) -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     quad = QuadraticTask(RunSettings(dataset="quadratic", nodes=4), 4)
     assert choose_mode("auto", lenet32, cpu) == "loop"
     assert choose_mode("auto", quad, cpu) == "vectorized"
     assert choose_mode("auto", lenet32, gpu) == "vectorized"
     assert choose_mode("vectorized", lenet32, cpu) == "vectorized"  # forcing a mode still works
+    mlp = ImageTask(RunSettings(model="mlp", nodes=4), 4)
+    assert choose_mode("auto", mlp, cpu) == "loop"
+
+
+def test_auto_mixing_is_the_daemons_arithmetic_up_to_256_nodes_on_cpu() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert choose_mixing("auto", 256, cpu) == "exact"
+    assert choose_mixing("auto", 257, cpu) == "csr"
+    assert choose_mixing("auto", 8, gpu) == "csr"
+    assert choose_mixing("exact", 4096, cpu) == "exact"
 
 
 def test_a_1024_node_quadratic_reaches_the_optimum_with_momentum_tracking_on_an_exponential_graph() -> None:

@@ -15,6 +15,7 @@ one add per round, and the flows themselves are computed only when a node actual
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import torch
 
@@ -29,11 +30,24 @@ def mh_matrix(n: int, edges: Iterable[tuple[int, int]], alive: Sequence[bool] | 
     return SparseMixing.metropolis(n, edges, alive).dense(dtype)
 
 
+class Stack(Protocol):
+    """Node-stacked storage indexed by node: ``stack[i]`` is node i's row; ``block(k)`` a column block."""
+
+    def __getitem__(self, key: int) -> torch.Tensor: ...
+
+    def __setitem__(self, key: int, value: torch.Tensor) -> None: ...
+
+    def block(self, k: int) -> torch.Tensor: ...
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+
 class EdgeFlows:
     """Cumulative tracker flows ``F_e`` of the undirected edges ``e = (i, j)``, ``i < j``, of node-stacked trackers."""
 
-    def __init__(self, mixing: SparseMixing, like: torch.Tensor) -> None:
-        self.sums = torch.zeros_like(like)  # A_i: Σ_t d_i(t)
+    def __init__(self, mixing: SparseMixing, sums: Stack) -> None:
+        self.sums = sums  # A_i = Σ_t d_i(t), all zero at the start; the caller chooses the storage
         self.weights: dict[Edge, float] = {}
         self.offsets: dict[Edge, torch.Tensor] = {}
         self._set_weights(mixing)
@@ -46,9 +60,9 @@ class EdgeFlows:
         """Edges that carry or carried a flow."""
         return sorted(set(self.weights) | set(self.offsets))
 
-    def record(self, d: torch.Tensor, cols: slice = slice(None)) -> None:
-        """Account for one round in which ``d`` (columns ``cols`` of every node) was mixed with the current W."""
-        self.sums[:, cols] += d
+    def record(self, d: torch.Tensor, block: int) -> None:
+        """Account for a round in which ``d`` (column block ``block`` of every node) was mixed with the current W."""
+        self.sums.block(block).add_(d)
 
     def flow(self, edge: Edge) -> torch.Tensor:
         """``F_ij`` for ``edge = (i, j)`` with ``i < j``: what flowed from j into i's tracker."""
@@ -60,7 +74,8 @@ class EdgeFlows:
 
     def node_sum(self, n: int) -> torch.Tensor:
         """``Σ_j F_ij`` for every node: equal to its tracker while no flow was rolled back wrongly."""
-        out = torch.zeros(n, self.sums.shape[1], dtype=self.sums.dtype, device=self.sums.device)
+        ref = self.sums[0]
+        out = torch.zeros(n, self.sums.shape[1], dtype=ref.dtype, device=ref.device)
         for i, j in self.edges:
             f = self.flow((i, j))
             out[i] += f
@@ -77,12 +92,12 @@ class EdgeFlows:
                 i, j = edge
                 self.offsets[edge] = self.offsets.get(edge, 0.0) + (self.sums[j] - self.sums[i]) * (w_old - w_new)
 
-    def rollback(self, c: torch.Tensor, edge: Edge) -> None:
+    def rollback(self, c: Stack, edge: Edge) -> None:
         """Both ends take back their flow of ``edge`` from the trackers ``c (N, P)``; the edge restarts at zero."""
         i, j = min(edge), max(edge)
-        f = self.flow((i, j)).to(c.dtype)
-        c[i] -= f
-        c[j] += f
+        f = self.flow((i, j))
+        c[i] = c[i] - f
+        c[j] = c[j] + f
         self.offsets[(i, j)] = -(self.sums[j] - self.sums[i]) * self.weights.get((i, j), 0.0)
 
     def edges_of(self, node: int) -> list[Edge]:

@@ -24,6 +24,7 @@ from peernet.core.churn import EdgeFlows
 from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
+from peernet.sim.blocks import BlockStack
 from peernet.sim.tasks import Task
 from peernet.sim.workers import WorkerPool
 
@@ -79,18 +80,36 @@ class Simulator:
         self.mixing_kernel = choose_mixing(mixing, topology.n, self.device)
         self.pool = WorkerPool(threads if self.device.type == "cpu" else 1)
         self.round = 0
-        n = topology.n
-        self.X = task.initial_params().to(self.device).unsqueeze(0).repeat(n, 1)
-        self.state = algorithm.init_state(self.X)
-        self.grads = torch.empty_like(self.X)
-        self.losses = torch.empty(n, dtype=self.X.dtype, device=self.device)
+        n, p = topology.n, task.dim
+        x0 = task.initial_params().to(self.device)
+        # A GPU takes all columns at once; a CPU about 4 MiB per array per block, and one block per thread at least.
+        width = p if self.device.type != "cpu" else min(max(64, BLOCK_ELEMENTS // n),
+                                                        max(64, -(-p // self.pool.threads)))
+
+        def stack() -> BlockStack:
+            return BlockStack(n, p, width, x0.dtype, self.device)
+
+        self._X = stack()
+        self._X.fill_rows(x0)
+        self._state = {name: stack() for name in algorithm.state_names}
+        self.grads = stack()
+        self.losses = torch.empty(n, dtype=x0.dtype, device=self.device)
         self.mixing = SparseMixing.of(topology)
         self.alive = [True] * n
         self.edges = [(topology.index_of(a), topology.index_of(b)) for a, b in topology.edges]
         track = algorithm.tracks if track_flows is None else track_flows and algorithm.tracks
-        self.flows = EdgeFlows(self.mixing, self.X) if track else None
+        self.flows = EdgeFlows(self.mixing, stack()) if track else None
         self._groups = self._plan_groups()
-        self._blocks = self._plan_blocks()
+
+    @property
+    def X(self) -> torch.Tensor:
+        """Node-stacked parameters ``(N, P)`` (a copy: the simulator keeps them in column blocks)."""
+        return self._X.full()
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """Node-stacked optimizer state by name, ``(N, P)`` copies."""
+        return {name: s.full() for name, s in self._state.items()}
 
     def _plan_groups(self) -> list[range]:
         n = self.topology.n
@@ -102,15 +121,6 @@ class Simulator:
             size = max(1, min(GROUP_NODES, math.ceil(n / self.pool.threads)))
         return [range(lo, min(n, lo + size)) for lo in range(0, n, size)]
 
-    def _plan_blocks(self) -> list[slice]:
-        n, p = self.X.shape
-        if self.device.type != "cpu":
-            return [slice(0, p)]
-        width = max(64, BLOCK_ELEMENTS // n)
-        # At least one block per thread when the model is big enough to split.
-        width = min(width, max(64, math.ceil(p / self.pool.threads)))
-        return [slice(lo, min(p, lo + width)) for lo in range(0, p, width)]
-
     def crash(self, index: int, *, rollback: bool = True) -> None:
         """Node ``index`` leaves for good: its edges drop, the others re-weight (MH over live degrees).
 
@@ -121,7 +131,7 @@ class Simulator:
             raise SimulationError("crash() needs the tracker flows: build the Simulator with track_flows=True")
         self.alive[index] = False
         if self.flows is not None and rollback:
-            tracker = self.state[self.algorithm.tracker]
+            tracker = self._state[self.algorithm.tracker]
             for edge in self.flows.edges_of(index):
                 self.flows.rollback(tracker, edge)
         self.mixing = SparseMixing.metropolis(self.topology.n, self.edges, self.alive)
@@ -132,30 +142,30 @@ class Simulator:
         """Run one round on every node; return each node's mini-batch loss ``(N,)``."""
         r = self.round
         batched = self.mode == "vectorized"
-        self.pool.run(lambda nodes: self.task.loss_grad_into(nodes, self.X, r, self.grads, self.losses,
+        self.pool.run(lambda nodes: self.task.loss_grad_into(nodes, self._X, r, self.grads, self.losses,
                                                              batched=batched), self._groups)
-        self.pool.run(self._rule_block, self._blocks)
+        self.pool.run(self._rule_block, range(self._X.blocks))
         self.round += 1
         return self.losses.clone()
 
-    def _rule_block(self, cols: slice) -> None:
-        """The rule on columns ``cols`` of every node; the new parameters are written back in place."""
-        x = self.X[:, cols]
-        state = {k: v[:, cols] for k, v in self.state.items()}
+    def _rule_block(self, k: int) -> None:
+        """The rule on column block ``k`` of every node; the new parameters are written back in place."""
+        x = self._X.block(k)
+        state = {name: s.block(k) for name, s in self._state.items()}
         flows, flow_name = self.flows, self.algorithm.flow
         mix = self.mixing.mix if self.mixing_kernel == "exact" else self.mixing.mix_csr
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
             if flows is not None and flow_name in tensors:
-                flows.record(tensors[flow_name], cols)
-            return {k: mix(v) for k, v in tensors.items()}
+                flows.record(tensors[flow_name], k)
+            return {name: mix(v) for name, v in tensors.items()}
 
-        x_new = self.algorithm.step(x, state, self.grads[:, cols], self.hp, gossip)
+        x_new = self.algorithm.step(x, state, self.grads.block(k), self.hp, gossip)
         x.copy_(x_new)
 
     def node_state(self, name: str) -> torch.Tensor:
         """Node-stacked optimizer state ``(N, P)`` by name (e.g. ``"u"``, ``"c"``)."""
-        return self.state[name]
+        return self._state[name].full()
 
     def evaluate(self) -> dict[str, object]:
         """The task's evaluation of the current parameters, spread over the worker threads."""

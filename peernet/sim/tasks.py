@@ -44,12 +44,20 @@ class Task(Protocol):
 
     def to_device(self, device: torch.device) -> None: ...
 
-    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
-                       losses: torch.Tensor, *, batched: bool) -> None: ...
+    def loss_grad_into(self, nodes: range, X: Rows, round_: int, grads: Rows, losses: torch.Tensor, *,
+                       batched: bool) -> None: ...
 
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]: ...
 
     def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]: ...
+
+
+class Rows(Protocol):
+    """Node-stacked parameters or gradients indexed by node (a tensor, or the simulator's block storage)."""
+
+    def __getitem__(self, key: int | slice) -> torch.Tensor: ...
+
+    def __setitem__(self, key: int | slice, value: torch.Tensor) -> None: ...
 
 
 Runner = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
@@ -93,8 +101,8 @@ class QuadraticTask:
         losses, grads = self.problem.losses_and_grads(x.unsqueeze(0), [node])
         return float(losses[0]), grads[0].to(self.dtype)
 
-    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
-                       losses: torch.Tensor, *, batched: bool) -> None:
+    def loss_grad_into(self, nodes: range, X: Rows, round_: int, grads: Rows, losses: torch.Tensor, *,
+                       batched: bool) -> None:
         """Exact losses and gradients of ``nodes`` into rows of ``grads`` and ``losses``."""
         if batched:
             loss, grad = self.problem.losses_and_grads(X[nodes.start:nodes.stop], list(nodes))
@@ -102,7 +110,8 @@ class QuadraticTask:
             losses[nodes.start:nodes.stop] = loss
             return
         for i in nodes:
-            loss_i, grads[i] = self.node_loss_grad(i, X[i], round_)
+            loss_i, grad = self.node_loss_grad(i, X[i], round_)
+            grads[i] = grad
             losses[i] = loss_i
 
     def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]:
@@ -164,6 +173,7 @@ class _Replica:
             for name, p in zip(layout.names, self.params, strict=True):
                 p.data = views[name]
         self.vmapped: Any = None
+        self.grad = torch.empty_like(self.flat)  # this thread's gradient buffer
 
     def loss_grad(self, x: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, out: torch.Tensor) -> float:
         """Load ``x``, compute the mean cross-entropy on the batch and write its gradient into ``out``."""
@@ -238,14 +248,15 @@ class ImageTask:
         loss = self._replica().loss_grad(x, xb, yb, out)
         return loss, out
 
-    def loss_grad_into(self, nodes: range, X: torch.Tensor, round_: int, grads: torch.Tensor,
-                       losses: torch.Tensor, *, batched: bool) -> None:
+    def loss_grad_into(self, nodes: range, X: Rows, round_: int, grads: Rows, losses: torch.Tensor, *,
+                       batched: bool) -> None:
         """Losses and gradients of ``nodes`` into their rows: one batched call, or node by node."""
         if not batched:
             replica = self._replica()
             for i in nodes:
                 xb, yb = self._node_batch(i, round_)
-                losses[i] = replica.loss_grad(X[i], xb, yb, grads[i])
+                losses[i] = replica.loss_grad(X[i], xb, yb, replica.grad)
+                grads[i] = replica.grad
             return
         lo, hi = nodes.start, nodes.stop
         idx = torch.from_numpy(np.stack([self.samplers[i].batch(round_) for i in nodes])).to(self.device)

@@ -15,7 +15,18 @@
      │    ├── PeerUnreachable   a neighbour cannot take a message now (HWM reached, not connected)
      │    └── BootstrapUnavailable   the bootstrap did not answer after the configured retries
      ├── BootstrapRejected      the bootstrap refused a registration (unknown id, duplicate, fingerprint)
-     └── CheckpointError        a checkpoint is missing, corrupt or from another run
+     ├── CheckpointError        a checkpoint is missing, corrupt or from another run
+     ├── LaunchError            a process of the local cluster failed to start or exited with an error
+     ├── NetnsError             a namespace, nftables or tc command of the fault lab failed
+     └── ScenarioFailed         a chaos scenario's cluster failed or ran out of time
+
+Caught inside peernet, never shown to a user (``Exception`` subclasses, so a broad ``except
+PeernetError`` never swallows them):
+
+    RoundAbandoned   the daemon was told to stop while a round waited for its neighbours
+    CatchUp          the neighbours are two or more rounds ahead: jump to their round
+    BadRequest       a bootstrap request broke the protocol: answered ok=false and counted
+    Refused          the bootstrap registry will not honour a request: the reason goes back to the node
 
 Every error carries a human-readable message; the CLI prints it and exits non-zero.
 """
@@ -96,3 +107,42 @@ class BootstrapRejected(PeernetError):
 
 class CheckpointError(PeernetError):
     """A checkpoint is missing, corrupt or belongs to another run."""
+
+
+class ScenarioFailed(PeernetError):
+    """The cluster did not get through the scenario: a node failed, or it ran out of time."""
+
+
+# Raised by one part of peernet and caught by another; never shown to a user as an error.
+
+
+class LaunchError(PeernetError):
+    """A process of the local cluster failed to start or exited with an error."""
+
+
+class RoundAbandoned(Exception):
+    """Raised from inside gossip when the node is asked to stop while waiting for neighbours."""
+
+
+class CatchUp(Exception):
+    """Raised from inside gossip when neighbours are two or more rounds ahead: they went on without us."""
+
+    def __init__(self, round_: int) -> None:
+        super().__init__(f"neighbours are at round {round_}")
+        self.round = round_
+
+
+class NetnsError(PeernetError):
+    """A namespace, link, nftables or tc command failed (or the tools are missing / not root)."""
+
+
+class BadRequest(Exception):
+    """A request that does not follow the protocol; answered with ok=false and counted."""
+
+
+class Refused(Exception):
+    """A request the registry will not honour; ``reason`` is sent back to the node."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -21,6 +21,29 @@ This page is generated from the code (`.venv/bin/python scripts/gen_config_docs.
 it lists every key.
 """
 
+SIMULATOR_OPTIONS_INTRO = """## Simulator options (`peernet simulate`, `peernet sweep`; command line only)
+
+How the simulator computes, not what it computes: they are not run settings and do not enter the
+fingerprint (a run gives the same result with any of them, up to float32 rounding between modes).
+"""
+
+SIMULATOR_OPTIONS = [
+    ("`--mode` (`simulate`)", "`auto`",
+     "`loop`: gradients node by node on worker threads; `vectorized`: groups of nodes in one batched call; "
+     "`auto`: vectorized on a GPU and for the quadratic task, loop for image models on a CPU "
+     '(docs/algorithms.md, "Which mode")'),
+    ("`--device`", "`auto`", "`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`; a CUDA device that is not "
+     "there is an error naming the option"),
+    ("`--threads` (`simulate`)", "`0`", "worker threads on a CPU, each running torch with one thread; 0 = every "
+     "core the process may use. `sweep` gives each of its `--jobs` processes cores ÷ jobs threads"),
+]
+
+
+def _simulator_options() -> list[str]:
+    rows = [f"| {name} | {default} | {meaning} |" for name, default, meaning in SIMULATOR_OPTIONS]
+    return [SIMULATOR_OPTIONS_INTRO, "| option | default | meaning |", "|---|---|---|", *rows, ""]
+
+
 SECTIONS = [
     ("Run settings (`run.toml`, `peernet simulate/local --config`)", RunSettings,
      "Shared by every node of a run and by the simulator. Their hash, together with the topology's, is the "
@@ -53,6 +76,8 @@ def render() -> str:
                 meaning += f" (one of: {', '.join(choices)})"
             out.append(f"| `{f.name}` | {_default(f)} | {meaning} |")
         out.append("")
+        if cls is RunSettings:
+            out += _simulator_options()
     return "\n".join(out)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (after set-up). Extra arguments go to pytest.
+# Run the whole test suite (after set-up): ruff and mypy, then pytest. Extra arguments go to pytest (and
+# skip the lint step, so a single test file can be rerun quickly).
 # pytest's exit code 5 ("no tests collected") is turned into a failure so an empty run never passes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,11 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# Lint and types first (seconds): a style or type error fails the run like a failing test.
+if [ $# -eq 0 ]; then
+  .venv/bin/ruff check peernet tests bench scripts || exit 1
+  .venv/bin/mypy || exit 1
+fi
 .venv/bin/python -m pytest -q --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -8,14 +8,12 @@ from typing import Any
 
 import msgpack
 
+from peernet.errors import BadRequest
+
 NODE_STATES = ("training", "done", "waiting", "stopped")
 _ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 _TOKEN = re.compile(r"[\w.:+-]+")
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
-
-
-class BadRequest(Exception):
-    """A request that does not follow the protocol; answered with ok=false and counted."""
 
 
 def _int(lo: int, hi: int) -> Callable[[Any], int]:

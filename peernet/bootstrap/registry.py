@@ -13,7 +13,7 @@ from typing import Any
 
 from peernet.config import RunSettings
 from peernet.core.topology import Topology
-from peernet.errors import ConfigError
+from peernet.errors import ConfigError, Refused
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -38,14 +38,6 @@ _COLUMNS = ("id", "endpoint", "public_key", "incarnation", "registered_at", "las
 def run_fingerprint(settings: RunSettings, topology: Topology) -> str:
     """The fingerprint every node of a run must present: run settings plus the topology's W."""
     return settings.fingerprint(topology.fingerprint())
-
-
-class Refused(Exception):
-    """A request the registry will not honour; ``reason`` is sent back to the node."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class Registry:

@@ -12,17 +12,13 @@ from typing import Any
 
 from peernet.chaos.netns import NetnsLab
 from peernet.chaos.scenario import Event, Scenario
-from peernet.errors import PeernetError
+from peernet.errors import ScenarioFailed
 from peernet.node.launcher import LocalCluster, write_toml
 from peernet.node.results import merge_run
 
 log = logging.getLogger("peernet.chaos")
 
 POLL_S = 0.1
-
-
-class ScenarioFailed(PeernetError):
-    """The cluster did not get through the scenario: a node failed, or it ran out of time."""
 
 
 class ChaosRun:

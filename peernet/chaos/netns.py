@@ -8,16 +8,12 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
-from peernet.errors import PeernetError
+from peernet.errors import NetnsError
 
 log = logging.getLogger("peernet.chaos")
 
 SUBNET = "10.213.0"  # exists only inside the lab's namespaces, never on the host
 TABLE = "peernet_chaos"
-
-
-class NetnsError(PeernetError):
-    """A namespace, link, nftables or tc command failed (or the tools are missing / not root)."""
 
 
 def _run(cmd: Sequence[str]) -> None:

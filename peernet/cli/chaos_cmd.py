@@ -34,7 +34,7 @@ def chaos(scenario: str, out: str | None, as_json: bool) -> None:
     click.echo(f"chaos scenario {sc.name}: {len(sc.events)} events, "
                f"{'network namespaces' if sc.network else 'loopback'}, run dir {run_dir}", err=True)
     report = ChaosRun(sc, run_dir).run()
-    click.echo(format_summary(report["summary"]))
+    click.echo(format_summary(report["summary"]), err=as_json)  # --json: stdout holds the JSON only
     for ev in report["events"]:
         click.echo(f"  t={ev['time']:7.1f}s  {ev['action']}{'' if ev['node'] is None else ' node ' + str(ev['node'])}",
                    err=True)

@@ -60,7 +60,7 @@ def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json
     summary = merge_run(settings, cluster.topology, state_dirs, wall)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(state_dirs, run_dir / "curves.png")
-    click.echo(format_summary(summary))
+    click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
     click.echo(f"run directory: {run_dir} (summary.json, curves.png, nodes/*/metrics.jsonl)", err=True)
     if as_json:
         click.echo(json.dumps(summary))

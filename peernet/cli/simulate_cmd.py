@@ -58,6 +58,6 @@ def simulate(out: str | None, mode: str, device: str, threads: int, as_json: boo
         if exc.key == "device" and exc.file is None:
             raise click.BadParameter(exc.reason, param_hint="'--device'") from None
         raise
-    click.echo(format_summary(summary))
+    click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
     if as_json:
         click.echo(json.dumps(summary))

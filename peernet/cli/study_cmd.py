@@ -44,7 +44,7 @@ def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_j
             raise click.BadParameter(exc.reason, param_hint="'--device'") from None
         raise
     click.echo(f"{study.name}: {result.finished}/{result.total} cells finished ({len(result.ran)} run now, "
-               f"{len(result.skipped)} already finished, {len(result.failed)} failed) in {out_dir}")
+               f"{len(result.skipped)} already finished, {len(result.failed)} failed) in {out_dir}", err=as_json)
     if result.failed:
         click.echo("failed cells (see their summary.json): " + ", ".join(result.failed), err=True)
     if as_json:
@@ -85,9 +85,9 @@ def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: 
         from peernet.study.collected import merge_run_dir
 
         merged = merge_run_dir(run_dir, data_dir=data_dir)
-        click.echo(format_summary(merged))
+        click.echo(format_summary(merged), err=as_json)  # --json: stdout holds the JSON only
     result = write_report(run_dir, out)
-    click.echo(result["table"])
+    click.echo(result["table"], err=as_json)
     click.echo("wrote " + ", ".join(result["files"]), err=True)
     if as_json:
         rows = {"kind": result["kind"], "rows": result["rows"], "files": result["files"]}

@@ -1,4 +1,4 @@
-"""The six decentralized optimizers of DESIGN.md §1, each written once over flat tensors.
+"""The six decentralized optimizers of docs/design.md §1, each written once over flat tensors.
 
 A rule never talks to the network or to other nodes directly: it receives a *gossip* callable from its
 caller, hands it the named tensors it wants mixed, and gets back ``mix(v)_i = Σ_j W_ij v_j`` for each.
@@ -8,7 +8,7 @@ arithmetic below is elementwise, so the same code works on ``(P,)`` and ``(N, P)
 difference between simulator and daemon can only come from the transport.
 
 State is a plain ``dict[str, Tensor]`` (momentum, tracker, ...) that the rule updates in place; every
-entry starts at zero (DESIGN.md: zero initialisation keeps the tracking invariant exact).
+entry starts at zero (docs/design.md §1: zero initialisation keeps the tracking invariant exact).
 """
 
 from __future__ import annotations

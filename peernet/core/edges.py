@@ -1,6 +1,6 @@
 """One node's view of its edges under churn: live set, agreed edge epochs, declared degrees, tracker flows.
 
-The round protocol of DESIGN.md §3 and §6, written without sockets or clocks so that it can be tested
+The round protocol of docs/design.md §3 and §4, written without sockets or clocks so that it can be tested
 exhaustively and reasoned about on its own:
 
 * At the start of round r a node declares its *live* neighbours (those it intends to mix with), its degree

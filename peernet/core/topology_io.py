@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peernet.atomic import write_atomic
 from peernet.errors import ConfigError, TopologyError
 
 if TYPE_CHECKING:
@@ -154,17 +153,7 @@ def load_topology(path: str | Path, *, key_files: bool = True) -> Topology:
 
 def save_topology(topo: Topology, path: str | Path) -> None:
     """Write ``topo.to_toml()`` atomically: a reader sees the old file or the new one, never half of it."""
-    target = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        write_atomic(path, topo.to_toml())
     except OSError as exc:
-        raise TopologyError(f"cannot write file: {exc.strerror or exc}", file=str(path)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(topo.to_toml())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise TopologyError(f"cannot write file: {exc.strerror or exc}", file=str(path)) from None

@@ -8,14 +8,13 @@ and a checkpoint from another run or node is refused.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from peernet.atomic import write_atomic
 from peernet.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -34,14 +33,6 @@ class Checkpoint:
     extra: dict[str, Any]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     """Write ``directory/checkpoint.pt`` atomically and return its path."""
     directory = Path(directory)
@@ -56,19 +47,7 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
         "state": {k: v.detach().cpu().clone() for k, v in ckpt.state.items()},
         "extra": ckpt.extra,
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-        _fsync_dir(directory)
-    except BaseException:
-        # A failed or interrupted write must not leave temp files to accumulate.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(target, lambda fh: torch.save(payload, fh), mode=0o600)
 
 
 def load_checkpoint(directory: str | Path, *, node_id: int, run: str) -> Checkpoint | None:

@@ -47,7 +47,7 @@ class NodeConfig:
                                     "however slow recent rounds were"})
     deadline_factor: float = field(default=10.0, metadata={"help": "deadline = this × the median time recent "
                                    "complete rounds took to gather, between the floor and the ceiling"})
-    rollback: bool = field(default=True, metadata={"help": "roll a dropped edge's tracker flow back (DESIGN.md "
+    rollback: bool = field(default=True, metadata={"help": "roll a dropped edge's tracker flow back (docs/design.md "
                            "§3); false only to show the bias it prevents"})
     rejoin: str = field(default="auto", metadata={"choices": REJOIN_MODES, "help": "after a crash: continue "
                         "from the checkpoint's parameters, or from the average of the neighbours' current ones; "

@@ -261,7 +261,7 @@ class NodeDaemon:
 
     def _rejoin(self, exchange: Exchange, edges: NodeEdges, x: torch.Tensor, state: dict[str, torch.Tensor],
                 start_round: int) -> tuple[int, torch.Tensor]:
-        """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (DESIGN.md §6)."""
+        """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (docs/design.md §4)."""
         exchange.wait_replies(start_round, self.cfg.rejoin_wait)
         # The slowest neighbour's round: it still holds (and resent) its messages of that round, and those ahead
         # wait for us, whereas jumping to the fastest would leave the slowest waiting for rounds we skipped.

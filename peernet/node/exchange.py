@@ -21,7 +21,7 @@ import torch
 from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
-from peernet.errors import CodecError
+from peernet.errors import CatchUp, CodecError, RoundAbandoned
 from peernet.node.ratelimit import RateLimitedLog
 from peernet.transport import Transport
 from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of
@@ -49,18 +49,6 @@ DRAIN_LIMIT = 4
 STALL_DRAIN_LIMIT = 64
 #: How long that read waits for each next message (seconds) before it takes the backlog to be read.
 STALL_WAIT = 0.05
-
-
-class RoundAbandoned(Exception):
-    """Raised from inside gossip when the node is asked to stop while waiting for neighbours."""
-
-
-class CatchUp(Exception):
-    """Raised from inside gossip when neighbours are two or more rounds ahead: they went on without us."""
-
-    def __init__(self, round_: int) -> None:
-        super().__init__(f"neighbours are at round {round_}")
-        self.round = round_
 
 
 class Exchange:

@@ -32,7 +32,7 @@ def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
 
 
 def tracker_sum_error(payloads: list[dict[str, Any]]) -> float | None:
-    """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (DESIGN.md §3: zero up to rounding), or None
+    """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (docs/design.md §3: zero up to rounding), or None
     for methods without a tracker. A node that left for good has no payload here: the survivors' trackers
     alone must sum to zero."""
     trackers = []

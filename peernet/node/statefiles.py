@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from peernet.atomic import write_atomic
+
 log = logging.getLogger("peernet.node")
 
 
@@ -17,9 +19,8 @@ def read_incarnation(state_dir: Path) -> str | None:
 
 
 def write_incarnation(state_dir: Path, incarnation: str) -> None:
-    path = state_dir / "incarnation"
-    path.write_text(incarnation + "\n")
-    path.chmod(0o600)  # it lets a restart replace this registration at once: keep it private
+    # It lets a restart replace this registration at once: private from its first byte.
+    write_atomic(state_dir / "incarnation", incarnation + "\n", mode=0o600)
 
 
 def read_table(state_dir: Path) -> dict[int, dict[str, Any]] | None:
@@ -35,6 +36,4 @@ def read_table(state_dir: Path) -> dict[int, dict[str, Any]] | None:
 
 
 def write_table(state_dir: Path, table: dict[int, dict[str, Any]]) -> None:
-    tmp = state_dir / "table.json.tmp"
-    tmp.write_text(json.dumps({str(k): v for k, v in table.items()}))
-    tmp.replace(state_dir / "table.json")
+    write_atomic(state_dir / "table.json", json.dumps({str(k): v for k, v in table.items()}))

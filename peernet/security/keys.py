@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import zmq
 import zmq.auth
 
+from peernet.atomic import write_atomic
 from peernet.errors import ConfigError
 
 PUBLIC_SUFFIX = ".key"
@@ -63,21 +62,6 @@ def _certificate(banner: str, public: bytes, secret: bytes | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    # mkstemp creates the file 0600, so a secret is never readable by others, not even for a moment.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_key_name(name: str) -> None:
     """A key name is a plain file name stem: no path separators, no leading dot."""
     if not _NAME.fullmatch(name):
@@ -107,8 +91,8 @@ def create_keypairs(directory: str | Path, names: Iterable[str], *, force: bool 
             public, secret = zmq.curve_keypair()
             public_path, secret_path = key_paths(base, name)
             # Secret first: a public key file never exists without its secret beside it.
-            _write_atomic(secret_path, _certificate(_SECRET_BANNER, public, secret), 0o600)
-            _write_atomic(public_path, _certificate(_PUBLIC_BANNER, public, None), 0o644)
+            write_atomic(secret_path, _certificate(_SECRET_BANNER, public, secret), mode=0o600)
+            write_atomic(public_path, _certificate(_PUBLIC_BANNER, public, None), mode=0o644)
             written += [public_path, secret_path]
     except OSError as exc:
         raise ConfigError(f"cannot write key files: {exc.strerror or exc}", file=str(base)) from None

@@ -35,8 +35,9 @@ BLOCK_ELEMENTS = 1 << 20
 #: Nodes per batched gradient call on a CPU at most, so the batch and activations stay small.
 GROUP_NODES = 64
 MIXINGS = ("auto", "exact", "csr")
-#: Up to this many nodes ``auto`` mixing is ``exact`` (bit-identical to the daemons); above it, ``csr``.
-EXACT_MIXING_NODES = 256
+#: Up to this many nodes ``auto`` mixing is ``exact`` (bit-identical to the daemons: clusters of this size
+#: are run beside the simulator to compare); above it ``csr``, which is faster from degree 5 on.
+EXACT_MIXING_NODES = 32
 
 
 def choose_mixing(mixing: str, nodes: int, device: torch.device) -> str:
@@ -64,7 +65,7 @@ class Simulator:
 
     ``threads`` worker threads (0: every available core) share the work on a CPU; torch runs one intra-op
     thread in each. ``mixing`` is ``exact`` (each row bit-identical to the daemon's ``mix_one``), ``csr`` (one
-    sparse product, several times faster on high-degree graphs) or ``auto`` (exact up to 256 nodes on a CPU).
+    sparse product, several times faster on high-degree graphs) or ``auto`` (exact up to 32 nodes on a CPU).
     ``track_flows`` keeps the per-edge tracker flows that :meth:`crash` rolls back (on by
     default for tracking rules; it costs one ``(N, P)`` running sum).
     """

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TextIO
 
+from peernet.atomic import write_atomic
 from peernet.config import RunSettings
 from peernet.errors import SimulationError
 from peernet.study.grid import Cell, Study
@@ -48,10 +49,8 @@ def default_jobs() -> int:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically, so a reader never sees half a file."""
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def is_finished(cells_dir: Path, cell_id: str) -> bool:

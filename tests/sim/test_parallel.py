@@ -62,10 +62,10 @@ def test_auto_mode_is_per_node_for_image_models_on_cpu_and_batched_otherwise(len
     assert choose_mode("auto", mlp, cpu) == "loop"
 
 
-def test_auto_mixing_is_the_daemons_arithmetic_up_to_256_nodes_on_cpu() -> None:
+def test_auto_mixing_is_the_daemons_arithmetic_up_to_32_nodes_on_cpu() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert choose_mixing("auto", 256, cpu) == "exact"
-    assert choose_mixing("auto", 257, cpu) == "csr"
+    assert choose_mixing("auto", 32, cpu) == "exact"
+    assert choose_mixing("auto", 33, cpu) == "csr"
     assert choose_mixing("auto", 8, gpu) == "csr"
     assert choose_mixing("exact", 4096, cpu) == "exact"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from bench.run import render
+from bench.run import render_wire
 from bench.wire import MB, MiB, Plan, measure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +25,9 @@ def test_peernet_curve_method_delivers_the_tensor() -> None:
 def test_report_has_a_curve_row_only_when_measured() -> None:
     data = json.loads((ROOT / "docs" / "performance.json").read_text())
     plain = [row for row in data["wire"]["results"] if row["method"] != "peernet-curve"]
-    without = render(dict(data["wire"], results=plain), data["sim"], 60.0)
+    without = "\n".join(render_wire(dict(data["wire"], results=plain)))
     assert "peernet-curve" not in without
     curve = [dict(row, method="peernet-curve", gbps_median=row["gbps_median"] / 2) for row in plain
              if row["method"] == "peernet"]
-    text = render(dict(data["wire"], results=plain + curve), data["sim"], 60.0)
+    text = "\n".join(render_wire(dict(data["wire"], results=plain + curve)))
     assert "| peernet-curve | 44 MB |" in text and "0.50× at 4 MB, 0.50× at 44 MB" in text

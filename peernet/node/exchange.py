@@ -34,8 +34,10 @@ Frames = list[bytes | memoryview]
 #: Messages kept per neighbour while it cannot take them (this round's, a resend, a hello, a bye).
 OUTBOX_LIMIT = 4
 
-#: How many rounds ahead of our own we accept and buffer (a neighbour that includes us is at most one ahead).
-ROUNDS_AHEAD = 1
+#: How many rounds ahead of our own we accept and buffer. A neighbour that includes us is at most one ahead;
+#: one that went on without us (a healed partition) may be two ahead when it starts waiting for us again,
+#: and the message it sent then must not be lost, or the two sides never meet at one round again.
+ROUNDS_AHEAD = 2
 
 #: While a node waits for messages it pings its neighbours this often (seconds). A neighbour that is itself
 #: waiting for someone else is thus seen to be alive and is waited for up to the ceiling, while one that is
@@ -108,7 +110,7 @@ class Exchange:
 
     # -- receiving -------------------------------------------------------------------------------------
     def _buffer(self, sender: int, round_: int) -> dict[str, torch.Tensor]:
-        key = (sender, round_ % 2)
+        key = (sender, round_ % (ROUNDS_AHEAD + 1))
         buf = self._buffers.get(key)
         if buf is None:
             buf = {name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype]) for name, spec in self.layout.items()}
@@ -171,10 +173,11 @@ class Exchange:
             msg = None
             if header.kind == "round":
                 # Every payload is validated, even one we will not use, so a malformed message is always
-                # dropped and counted as such. Two buffers per neighbour (this round and the next) are reused:
-                # no allocation per message. Anything that cannot be filed (another identity, a stale round,
-                # a duplicate) goes to a scratch buffer, so it can never overwrite a neighbour's tensors.
-                usable = (routing_id == header.sender and current_round <= header.round <= current_round + 1
+                # dropped and counted as such. One buffer per neighbour and round it may send ahead of us
+                # (ROUNDS_AHEAD + 1) is reused: no allocation per message. Anything that cannot be filed
+                # (another identity, a stale round, a duplicate) goes to a scratch buffer, so it can never
+                # overwrite a neighbour's tensors.
+                usable = (routing_id == header.sender and current_round <= header.round <= current_round + ROUNDS_AHEAD
                           and header.sender not in self.inbox.get(header.round, {}))
                 out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
                 msg = decode(frames, expect, out=out)
@@ -371,8 +374,8 @@ class Exchange:
                     used[j] = (tensors, edge_weight(mine[j], theirs, self.weights[j]))
             elif mine[j].live and j not in self.byes:  # a neighbour that said bye has finished, not failed
                 self.edges.drop(j)
-                if round_ in self.skipped[j]:
-                    self.missed[j] += 1  # it is ahead of us: its message for this round was dropped on arrival
+                if round_ in self.skipped[j] or self._went_on(j, round_):
+                    self.missed[j] += 1  # it is ahead of us: its message for this round was dropped or lost
                     continue
                 self.timeouts[j] += 1
                 log.warning("round %d: neighbour %d missed the deadline; excluded (epoch %d)", round_, j,
@@ -410,8 +413,8 @@ class Exchange:
                 raise RoundAbandoned(round_)
             self._after_silence(round_)  # frozen while we waited
             self._check_behind(round_)
-            if missing <= {j for j in missing if round_ in self.skipped[j]}:
-                break  # what we still miss was dropped as too far ahead: it is not coming
+            if missing <= {j for j in missing if round_ in self.skipped[j] or self._went_on(j, round_)}:
+                break  # what we still miss was dropped as too far ahead, or its sender went on: it is not coming
             elapsed = time.perf_counter() - t0
             if elapsed >= ceiling:
                 break
@@ -432,6 +435,15 @@ class Exchange:
         for old in [r for r in self.inbox if r <= round_]:
             del self.inbox[old]
         return got
+
+    def _went_on(self, j: int, round_: int) -> bool:
+        """``j`` announced a round two or more past ours: it finished the next round without us, so it excluded
+        us and is not waiting; its message for our round is here already or lost (a partition), never late.
+
+        (One round ahead is not enough: a neighbour that includes us can send its next round while its message
+        for this one is still delayed or reordered on the way.)
+        """
+        return self.seen_round.get(j, -1) >= round_ + 2
 
     def _after_silence(self, round_: int) -> None:
         """After a silence longer than the deadline floor (SIGSTOP, a long pause), read the backlog at once.

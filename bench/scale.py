@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from typing import Any
@@ -24,13 +23,14 @@ def sim_one(model: str, nodes: int, kind: str, rounds: int, mode: str = "auto") 
     from bench.sim import sim_rounds
     from peernet.config import RunSettings
     from peernet.core.topology import generate
+    from peernet.metrics.memory import peak_rss_mb
 
     dataset = "quadratic" if model == "quadratic" else "fashion-mnist"
     settings = RunSettings(model="mlp" if dataset == "quadratic" else model, dataset=dataset, nodes=nodes,
                            topology=kind, batch_size=100)
     row = sim_rounds(settings, mode, 0, rounds, kind)
     degree = generate(kind, nodes).degree_range()[1]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {**row, "model": model, "degree": degree, "rss_mb": peak, "rss_mb_per_node": peak / nodes,
             "per_node_ms": row["median_ms"] / nodes}
 

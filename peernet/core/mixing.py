@@ -1,8 +1,8 @@
 """Gossip mixing: one node from its neighbours' tensors (daemon), or all nodes at once from sparse rows (simulator).
 
 Both forms do the same arithmetic in the same order — ``own·W_ii`` first, then ``+ v_j·W_ij`` for the
-neighbours in ascending id order, each product rounded before it is added — so a node-stacked mix equals
-the per-node mix bit for bit (tests/core/test_mixing.py). The self weight is ``1 − Σ_j W_ij`` summed in
+neighbours in ascending id order, each term one fused multiply-add — so a node-stacked mix equals the
+per-node mix bit for bit (tests/core/test_mixing.py). The self weight is ``1 − Σ_j W_ij`` summed in
 that same order, which keeps a row stochastic when a neighbour is left out of a round.
 """
 
@@ -132,12 +132,6 @@ class SparseMixing:
                 slots.append(_Gather(rows, torch.tensor([j for _, j, _ in members]),
                                      torch.tensor([[w] for _, _, w in members], dtype=torch.float64)))
         return slots
-
-    def weight(self, i: int, j: int) -> float:
-        """``W_ij`` (0 for a non-edge; the self weight for i == j)."""
-        if i == j:
-            return float(self._self[i, 0])
-        return self.rows[i].get(j, 0.0)
 
     def _for(self, ref: torch.Tensor) -> tuple[torch.Tensor, list[_Slot]]:
         key = (ref.dtype, ref.device)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import resource
 import signal
 import threading
 import time
@@ -25,6 +24,7 @@ from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
 from peernet.errors import BootstrapUnavailable, TransportError
 from peernet.metrics.jsonl import MetricsWriter
+from peernet.metrics.memory import peak_rss_mb
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
 from peernet.node.config import NodeConfig, rejoin_from_checkpoint
 from peernet.node.curve import load_node_keys
@@ -210,9 +210,8 @@ class NodeDaemon:
             self._checkpoint(r, x, state, edges, clean=True)
             if finished:
                 exchange.goodbye(r, grace=self.cfg.deadline_ceiling)
-            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
             summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
-                            "max_rss_mb": peak_rss_mb, "ignored": dict(exchange.ignored),
+                            "max_rss_mb": peak_rss_mb(), "ignored": dict(exchange.ignored),
                             "faulty_neighbours": dict(exchange.faulty), "timeouts": dict(exchange.timeouts),
                             "rollbacks": edges.rollbacks, "catchups": catchups, "rejoined": crashed,
                             "max_wait_s": exchange.max_wait,

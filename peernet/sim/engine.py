@@ -168,9 +168,10 @@ class Simulator:
         """Node-stacked optimizer state ``(N, P)`` by name (e.g. ``"u"``, ``"c"``)."""
         return self._state[name].full()
 
-    def evaluate(self) -> dict[str, object]:
-        """The task's evaluation of the current parameters, spread over the worker threads."""
-        return self.task.evaluate(self.X, self.pool.run, batched=self.mode == "vectorized")
+    def evaluate(self, X: torch.Tensor | None = None) -> dict[str, object]:
+        """The task's evaluation of the current parameters (``X``: a copy the caller already holds), spread
+        over the worker threads."""
+        return self.task.evaluate(self.X if X is None else X, self.pool.run, batched=self.mode == "vectorized")
 
     def close(self) -> None:
         self.pool.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
 from peernet.errors import SimulationError
 from peernet.metrics.jsonl import MetricsWriter
+from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.progress import Progress
 from peernet.sim.engine import Mode, Simulator
 from peernet.sim.tasks import make_task
@@ -120,15 +120,11 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     return summary
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _evaluate(sim: Simulator, round_: int, rounds_per_epoch: int) -> dict[str, Any]:
     record: dict[str, Any] = {"event": "eval", "round": round_, "epoch": round_ / rounds_per_epoch}
-    record.update(sim.evaluate())
-    record["consensus_distance"] = consensus_distance(sim.X)
+    X = sim.X  # one (N, P) copy for both: the simulator keeps the parameters in column blocks
+    record.update(sim.evaluate(X))
+    record["consensus_distance"] = consensus_distance(X)
     return record
 
 

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import torch
-
 from peernet.errors import ConfigError
 
 T = TypeVar("T")
@@ -31,6 +29,8 @@ def available_cores() -> int:
 
 
 def _one_torch_thread() -> None:
+    import torch  # here, not at the top: available_cores() is also used where torch is not loaded yet
+
     torch.set_num_threads(1)
 
 

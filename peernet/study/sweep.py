@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from peernet.atomic import write_atomic
 from peernet.config import RunSettings
 from peernet.errors import SimulationError
+from peernet.sim.workers import available_cores
 from peernet.study.grid import Cell, Study
 
 CELLS_DIR = "cells"
@@ -42,10 +43,7 @@ class SweepResult:
 
 def default_jobs() -> int:
     """One process per usable core (each runs one torch thread)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,7 +2,8 @@
 
 A rule never talks to the network or to other nodes directly: it receives a *gossip* callable from its
 caller, hands it the named tensors it wants mixed, and gets back ``mix(v)_i = Σ_j W_ij v_j`` for each.
-The simulator passes a gossip that mixes node-stacked ``(N, P)`` tensors with one matmul; the daemon
+The simulator passes a gossip that mixes node-stacked ``(N, P)`` column blocks over each node's neighbour
+list (``peernet.core.mixing.SparseMixing``); the daemon
 passes one that sends the tensors to the node's neighbours, waits for theirs and mixes them. All
 arithmetic below is elementwise, so the same code works on ``(P,)`` and ``(N, P)`` tensors, and any
 difference between simulator and daemon can only come from the transport.

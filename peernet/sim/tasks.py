@@ -93,10 +93,6 @@ class QuadraticTask:
         p = self.problem
         self.problem = dataclasses.replace(p, A=p.A.to(device), b=p.b.to(device), optimum=p.optimum.to(device))
 
-    def batched_loss_grad(self, X: torch.Tensor, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
-        losses, grads = self.problem.losses_and_grads(X)
-        return losses.to(self.dtype), grads.to(self.dtype)
-
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
         losses, grads = self.problem.losses_and_grads(x.unsqueeze(0), [node])
         return float(losses[0]), grads[0].to(self.dtype)

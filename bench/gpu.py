@@ -21,7 +21,7 @@ from peernet.config import RunSettings
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.topology import generate
 from peernet.sim.engine import Simulator
-from peernet.sim.tasks import make_task
+from peernet.tasks import make_task
 
 NO_CUDA = 77  # the "skipped" exit status of automake-style test drivers
 TOLERANCE = {"float32": 5e-4, "float64": 1e-9}

@@ -26,8 +26,8 @@ from peernet.config import RunSettings
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.topology import generate
 from peernet.sim.engine import Simulator
-from peernet.sim.tasks import ImageTask, make_task
 from peernet.sim.workers import available_cores
+from peernet.tasks import ImageTask, make_task
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The study cell the issue names: LeNet, 8-node ring, k = 2, 2 epochs, as studies/fmnist-heterogeneity.toml runs it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -27,6 +28,46 @@ def _choices(*names: str) -> dict[str, Any]:
     return {"choices": names}
 
 
+def bounds(*, ge: float | None = None, gt: float | None = None, lt: float | None = None, le: float | None = None,
+           finite: bool = False) -> dict[str, Any]:
+    """Field metadata for a numeric key's allowed range; ``check_fields`` enforces it, the docs print it."""
+    pairs = (("ge", ge), ("gt", gt), ("lt", lt), ("le", le), ("finite", finite or None))
+    return {k: v for k, v in pairs if v is not None}
+
+
+def describe_bounds(meta: typing.Mapping[str, Any]) -> str | None:
+    """``meta``'s range in words, as error messages and docs/configuration.md say it ("in [0, 1)", "> 0")."""
+    ge, gt, lt, le = (meta.get(k) for k in ("ge", "gt", "lt", "le"))
+    if ge is not None and lt is not None:
+        return f"in [{ge:g}, {lt:g})"
+    if ge is not None and le is not None:
+        return f"in [{ge:g}, {le:g}]"
+    parts = [f"{op} {v:g}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
+    if meta.get("finite"):
+        parts.append("finite")
+    return " and ".join(parts) or None
+
+
+def check_fields(obj: Any) -> None:
+    """Enforce every field's ``choices`` and bounds metadata (NaN is outside every range)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{value!r} is not one of {', '.join(choices)}", key=f.name)
+        rule = describe_bounds(f.metadata)
+        if rule is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        m = f.metadata
+        ok = ((m.get("ge") is None or value >= m["ge"]) and (m.get("gt") is None or value > m["gt"])
+              and (m.get("lt") is None or value < m["lt"]) and (m.get("le") is None or value <= m["le"])
+              and (not m.get("finite") or math.isfinite(value)) and value == value)
+        if not ok:
+            raise ConfigError(f"must be {rule}, got {value}", key=f.name)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything that must agree between nodes of one run (and so enters the run fingerprint).
@@ -38,58 +79,39 @@ class RunSettings:
                            | {"help": "optimizer rule"})
     topology: str = field(default="ring", metadata={"help": "generator kind (ring, torus, hypercube, "
                           "exponential, complete, star, random) or path of a topology TOML file"})
-    nodes: int = field(default=8, metadata={"help": "number of nodes (ignored when topology is a file)"})
+    nodes: int = field(default=8, metadata=bounds(ge=1) | {"help": "number of nodes (ignored when topology is a file)"})
     dataset: str = field(default="fashion-mnist", metadata=_choices(*DATASET_NAMES) | {"help": "training data"})
     data_dir: str | None = field(default=None, metadata={"help": "directory holding the dataset files "
                                  "(default: $PEERNET_DATA, then /usr/share/datasets/<name>)"})
     model: str = field(default="lenet", metadata=_choices(*MODEL_NAMES) | {"help": "network (image datasets)"})
     partition: str = field(default="classes", metadata=_choices(*PARTITION_NAMES)
                            | {"help": "how the training set is split over nodes"})
-    classes_per_node: int = field(default=2, metadata={"help": "classes held by each node (partition=classes)"})
-    alpha: float = field(default=1.0, metadata={"help": "Dirichlet concentration (partition=dirichlet)"})
-    val_fraction: float = field(default=0.0, metadata={"help": "fraction of the training set held out for "
+    classes_per_node: int = field(default=2, metadata=bounds(ge=1)
+                                  | {"help": "classes held by each node (partition=classes)"})
+    alpha: float = field(default=1.0, metadata=bounds(gt=0) | {"help": "Dirichlet concentration (partition=dirichlet)"})
+    val_fraction: float = field(default=0.0, metadata=bounds(ge=0, lt=1)
+                                | {"help": "fraction of the training set held out for "
                                 "validation before partitioning"})
-    lr: float | None = field(default=None, metadata={"help": "step size η (default 0.05 for quadratic, "
+    lr: float | None = field(default=None, metadata=bounds(gt=0) | {"help": "step size η (default 0.05 for quadratic, "
                              "5e-3 otherwise)"})
-    beta: float = field(default=0.9, metadata={"help": "momentum β"})
-    weight_decay: float = field(default=1e-3, metadata={"help": "coupled weight decay λ"})
-    batch_size: int = field(default=100, metadata={"help": "mini-batch per node per round (images)"})
-    rounds: int | None = field(default=None, metadata={"help": "number of rounds (overrides epochs)"})
-    epochs: float = field(default=1.0, metadata={"help": "epochs over each node's shard when rounds is unset"})
-    seed: int = field(default=0, metadata={"help": "run seed: initial model, partitions, data order"})
-    eval_every: int = field(default=0, metadata={"help": "evaluate every N rounds (0: about 10 times per run)"})
-    eval_samples: int = field(default=0, metadata={"help": "test samples used in evaluation (0: all)"})
-    heterogeneity: float = field(default=1.0, metadata={"help": "quadratic: spread of the nodes' local optima"})
-    dim: int = field(default=10, metadata={"help": "quadratic: problem dimension"})
+    beta: float = field(default=0.9, metadata=bounds(ge=0, lt=1) | {"help": "momentum β"})
+    weight_decay: float = field(default=1e-3, metadata=bounds(ge=0) | {"help": "coupled weight decay λ"})
+    batch_size: int = field(default=100, metadata=bounds(ge=1) | {"help": "mini-batch per node per round (images)"})
+    rounds: int | None = field(default=None, metadata=bounds(ge=0) | {"help": "number of rounds (overrides epochs)"})
+    epochs: float = field(default=1.0, metadata=bounds(ge=0)
+                          | {"help": "epochs over each node's shard when rounds is unset"})
+    seed: int = field(default=0, metadata=bounds(ge=0) | {"help": "run seed: initial model, partitions, data order"})
+    eval_every: int = field(default=0, metadata=bounds(ge=0)
+                            | {"help": "evaluate every N rounds (0: about 10 times per run)"})
+    eval_samples: int = field(default=0, metadata=bounds(ge=0) | {"help": "test samples used in evaluation (0: all)"})
+    heterogeneity: float = field(default=1.0, metadata=bounds(ge=0)
+                                 | {"help": "quadratic: spread of the nodes' local optima"})
+    dim: int = field(default=10, metadata=bounds(ge=1) | {"help": "quadratic: problem dimension"})
     dtype: str | None = field(default=None, metadata=_choices(*DTYPE_NAMES)
                               | {"help": "parameter dtype (default float64 for quadratic, float32 otherwise)"})
 
     def __post_init__(self) -> None:
-        _check_choices(self)
-        positive = {"nodes": self.nodes, "batch_size": self.batch_size, "dim": self.dim,
-                    "classes_per_node": self.classes_per_node}
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"must be >= 1, got {value}", key=key)
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
-        if not 0 <= self.beta < 1:
-            raise ConfigError(f"must be in [0, 1), got {self.beta}", key="beta")
-        if self.weight_decay < 0:
-            raise ConfigError(f"must be >= 0, got {self.weight_decay}", key="weight_decay")
-        if not self.alpha > 0:
-            raise ConfigError(f"must be > 0, got {self.alpha}", key="alpha")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"must be in [0, 1), got {self.val_fraction}", key="val_fraction")
-        if self.rounds is not None and self.rounds < 0:
-            raise ConfigError(f"must be >= 0, got {self.rounds}", key="rounds")
-        if not self.epochs >= 0:
-            raise ConfigError(f"must be >= 0, got {self.epochs}", key="epochs")
-        for key in ("eval_every", "eval_samples", "seed"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"must be >= 0, got {getattr(self, key)}", key=key)
-        if self.heterogeneity < 0:
-            raise ConfigError(f"must be >= 0, got {self.heterogeneity}", key="heterogeneity")
+        check_fields(self)
 
     @property
     def step_size(self) -> float:
@@ -112,14 +134,6 @@ class RunSettings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _check_choices(obj: Any) -> None:
-    for f in dataclasses.fields(obj):
-        choices = f.metadata.get("choices")
-        value = getattr(obj, f.name)
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"{value!r} is not one of {', '.join(choices)}", key=f.name)
-
-
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check a TOML value against a field annotation; ints are accepted where floats are expected.
 
@@ -137,6 +151,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 continue
         names = " or ".join("none" if o is type(None) else o.__name__ for o in options)
         raise ConfigError(f"expected {names}, got {type(value).__name__} {value!r}", key=key)
+    if origin is tuple:
+        return _coerce_tuple(value, annotation, key)
     if origin is list:
         (item,) = typing.get_args(annotation)
         if not isinstance(value, list):
@@ -160,11 +176,28 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"expected {name}, got {type(value).__name__} {value!r}", key=key)
 
 
+def _coerce_tuple(value: Any, annotation: Any, key: str) -> Any:
+    """TOML arrays into the tuples a dataclass holds: ``tuple[float, float]`` ([low, high]) and
+    ``tuple[frozenset[int], ...]`` (groups of node ids)."""
+    args = typing.get_args(annotation)
+    if args == (float, float) and isinstance(value, list) and len(value) == 2:
+        return tuple(_coerce(v, float, key) for v in value)
+    if len(args) == 2 and args[1] is Ellipsis and typing.get_origin(args[0]) is frozenset:
+        (item,) = typing.get_args(args[0])
+        if isinstance(value, list) and all(isinstance(g, list) for g in value):
+            return tuple(frozenset(_coerce(v, item, key) for v in g) for g in value)
+        raise ConfigError(f"expected a list of lists of node ids, got {type(value).__name__} {value!r}", key=key)
+    want = "[low, high]" if args == (float, float) else str(annotation)
+    raise ConfigError(f"expected {want}, got {type(value).__name__} {value!r}", key=key)
+
+
 def from_mapping(cls: type[T], data: dict[str, Any], *, source: str | None = None,
-                 section: str = "") -> T:
+                 section: str = "", base: T | None = None, also: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
 
     Every error names ``source`` (the file) and the dotted key, so a user can fix the file directly.
+    With ``base``, the mapping overrides only the keys it names (e.g. ``[faults.peers.N]`` over
+    ``[faults]``); ``also`` lists keys the caller handles itself, for the unknown-key message.
     """
     assert dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls)
@@ -174,17 +207,19 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, source: str | None = Non
         key = raw_key.replace("-", "_")
         dotted = f"{section}.{raw_key}" if section else raw_key
         if key not in fields:
-            raise ConfigError(f"unknown key; allowed keys: {', '.join(sorted(fields))}", file=source, key=dotted)
+            raise ConfigError(f"unknown key; allowed keys: {', '.join(sorted(fields))}{also}", file=source,
+                              key=dotted)
         try:
             kwargs[key] = _coerce(value, hints[key], dotted)
         except ConfigError as exc:
             raise ConfigError(exc.reason, file=source, key=dotted) from None
     for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if base is None and required and name not in kwargs:
             dotted = f"{section}.{name}" if section else name
             raise ConfigError("missing required key", file=source, key=dotted)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
     except ConfigError as exc:
         bad_key = f"{section}.{exc.key}" if section and exc.key else exc.key
         raise ConfigError(exc.reason, file=source, key=bad_key) from None
@@ -219,6 +254,23 @@ def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None)
     # Checked here, not only in resolve_topology, so the message names the file the typo is in.
     _check_topology_name(settings.topology, file=str(path))
     return settings
+
+
+def total_rounds(settings: RunSettings, rounds_per_epoch: int) -> int:
+    """``rounds`` if set, else ``epochs`` × the mean shard's batches per epoch (at least one round)."""
+    if settings.rounds is not None:
+        return settings.rounds
+    return max(1, math.ceil(settings.epochs * rounds_per_epoch))
+
+
+def eval_interval(settings: RunSettings, rounds: int) -> int:
+    """Rounds between evaluations: ``eval_every``, else about ten per run."""
+    return settings.eval_every or max(1, rounds // 10)
+
+
+def run_fingerprint(settings: RunSettings, topology: Any) -> str:
+    """The fingerprint every node of a run must present: run settings plus the topology's W."""
+    return settings.fingerprint(topology.fingerprint())
 
 
 def _check_topology_name(topology: str, file: str | None = None) -> None:

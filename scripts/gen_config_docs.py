@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from peernet.bootstrap.config import BootstrapConfig
-from peernet.config import RunSettings
+from peernet.config import RunSettings, describe_bounds
 from peernet.node.config import NodeConfig
 
 INTRO = """# Configuration reference
@@ -74,6 +74,9 @@ def render() -> str:
             choices = f.metadata.get("choices")
             if choices:
                 meaning += f" (one of: {', '.join(choices)})"
+            allowed = describe_bounds(f.metadata)
+            if allowed:
+                meaning += f" (must be {allowed})"
             out.append(f"| `{f.name}` | {_default(f)} | {meaning} |")
         out.append("")
         if cls is RunSettings:

@@ -2,8 +2,9 @@
 
 from peernet.bootstrap.client import BootstrapClient, ClientCurve, new_incarnation
 from peernet.bootstrap.config import BootstrapConfig, load_bootstrap_config
-from peernet.bootstrap.registry import Refused, Registry, run_fingerprint
+from peernet.bootstrap.registry import Refused, Registry
 from peernet.bootstrap.service import BootstrapService
+from peernet.config import run_fingerprint
 
 __all__ = [
     "BootstrapClient",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peernet.config import from_mapping, read_toml
+from peernet.config import bounds, check_fields, from_mapping, read_toml
 from peernet.errors import ConfigError
 
 # tcp://host:port (port may be '*' or 0 to let the OS pick), ipc://path or inproc://name.
@@ -23,9 +23,10 @@ class BootstrapConfig:
     run: str = field(default="run.toml", metadata={"help": "shared run settings file (its topology key names "
                                                           "the topology)"})
     state_dir: str = field(default="state/bootstrap", metadata={"help": "directory of registry.sqlite3"})
-    node_ttl: float = field(default=15.0, metadata={"help": "seconds without a heartbeat after which a node "
+    node_ttl: float = field(default=15.0, metadata=bounds(gt=0, finite=True)
+                            | {"help": "seconds without a heartbeat after which a node "
                                                            "is no longer live"})
-    max_nodes: int = field(default=1024, metadata={"help": "bound on registrations"})
+    max_nodes: int = field(default=1024, metadata=bounds(ge=1) | {"help": "bound on registrations"})
     secret_key: str | None = field(default=None, metadata={"help": "CURVE secret key file (mode 0600, from "
                                    "`peernet keygen`); relative to this file. Set: only the topology's node keys "
                                    "and client_keys_files may connect"})
@@ -37,10 +38,7 @@ class BootstrapConfig:
         if not _LISTEN.fullmatch(self.listen):
             raise ConfigError(f"expected an address like 'tcp://127.0.0.1:5550' (port '*' or 0 picks a free "
                               f"port), got {self.listen!r}", key="listen")
-        if not self.node_ttl > 0:
-            raise ConfigError(f"must be > 0, got {self.node_ttl}", key="node_ttl")
-        if self.max_nodes < 1:
-            raise ConfigError(f"must be >= 1, got {self.max_nodes}", key="max_nodes")
+        check_fields(self)
         if self.client_keys_files and self.secret_key is None:
             raise ConfigError("client keys only mean something with CURVE: set secret_key too", key="secret_key")
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from peernet.config import RunSettings
 from peernet.core.topology import Topology
 from peernet.errors import ConfigError, Refused
 
@@ -33,11 +32,6 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 _COLUMNS = ("id", "endpoint", "public_key", "incarnation", "registered_at", "last_seen", "left", "state", "round",
             "metrics")
-
-
-def run_fingerprint(settings: RunSettings, topology: Topology) -> str:
-    """The fingerprint every node of a run must present: run settings plus the topology's W."""
-    return settings.fingerprint(topology.fingerprint())
 
 
 class Registry:

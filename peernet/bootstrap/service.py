@@ -16,8 +16,8 @@ from peernet.bootstrap.config import BootstrapConfig
 from peernet.bootstrap.protocol import NODE_STATES as NODE_STATES
 from peernet.bootstrap.protocol import SCHEMAS as SCHEMAS
 from peernet.bootstrap.protocol import BadRequest, parse_request
-from peernet.bootstrap.registry import Refused, Registry, run_fingerprint
-from peernet.config import load_run_settings, resolve_topology
+from peernet.bootstrap.registry import Refused, Registry
+from peernet.config import load_run_settings, resolve_topology, run_fingerprint
 from peernet.errors import ConfigError, TransportError
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key

@@ -33,10 +33,10 @@ def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json
     any node fails (its log is in the run directory). Every connection uses CURVE unless --no-curve; the
     result is the same either way.
     """
+    from peernet.config import total_rounds
     from peernet.node.launcher import LaunchError, LocalCluster
     from peernet.node.results import merge_run, plot_run
-    from peernet.sim.run import total_rounds
-    from peernet.sim.tasks import make_task
+    from peernet.tasks import make_task
 
     settings = pop_settings(kwargs)
     run_dir = Path(out) if out else Path("runs") / time.strftime("local-%Y%m%d-%H%M%S")

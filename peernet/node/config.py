@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from peernet.config import from_mapping, load_run_settings, read_toml, resolve_topology
+from peernet.config import bounds, check_fields, from_mapping, load_run_settings, read_toml, resolve_topology
+from peernet.core.rounds import RoundPolicy
 from peernet.errors import ConfigError
 from peernet.security.keys import is_z85_key
 from peernet.transport.faults import FaultConfig
 
 REJOIN_MODES = ("auto", "checkpoint", "average")
-
-
-def rejoin_from_checkpoint(mode: str, lag: int, checkpoint_every: int) -> bool:
-    """Whether a restarted node continues from its checkpoint (else from its neighbours' average), ``lag``
-    rounds behind them. ``auto`` tolerates the lag a periodic checkpoint plus a prompt restart leave."""
-    if mode == "auto":
-        return lag <= max(10, 2 * checkpoint_every)
-    return mode == "checkpoint"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+POSITIVE = bounds(gt=0, finite=True)
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     """One node: who it is, where it listens, which run it belongs to, where it keeps its state."""
 
-    id: int = field(metadata={"help": "this node's id in the topology"})
+    id: int = field(metadata=bounds(ge=0) | {"help": "this node's id in the topology"})
     run: str = field(metadata={"help": "shared run settings file (RunSettings TOML); relative to this file"})
     listen: str = field(default="tcp://127.0.0.1:*", metadata={"help": "ROUTER bind address; port * picks a "
                         "free one"})
@@ -38,36 +32,58 @@ class NodeConfig:
                            "this file"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, "
                         "cuda:N"})
-    threads: int = field(default=1, metadata={"help": "torch intra-op threads (several nodes share a host)"})
-    checkpoint_every: int = field(default=20, metadata={"help": "write a checkpoint every N rounds (0: only "
+    threads: int = field(default=1, metadata=bounds(ge=1)
+                         | {"help": "torch intra-op threads (several nodes share a host)"})
+    checkpoint_every: int = field(default=20, metadata=bounds(ge=0)
+                                  | {"help": "write a checkpoint every N rounds (0: only "
                                   "at exit)"})
-    deadline_floor: float = field(default=5.0, metadata={"help": "seconds a round always waits for a live "
+    deadline_floor: float = field(default=5.0, metadata=POSITIVE | {"help": "seconds a round always waits for a live "
                                   "neighbour's message before excluding it from the round"})
-    deadline_ceiling: float = field(default=30.0, metadata={"help": "seconds a round never waits longer than, "
+    deadline_ceiling: float = field(default=30.0, metadata=POSITIVE
+                                    | {"help": "seconds a round never waits longer than, "
                                     "however slow recent rounds were"})
-    deadline_factor: float = field(default=10.0, metadata={"help": "deadline = this × the median time recent "
+    deadline_factor: float = field(default=10.0, metadata=bounds(ge=1, finite=True)
+                                   | {"help": "deadline = this × the median time recent "
                                    "complete rounds took to gather, between the floor and the ceiling"})
+    deadline_window: int = field(default=20, metadata=bounds(ge=1) | {"help": "how many recent complete rounds "
+                                 "the deadline's median is taken over"})
+    rounds_ahead: int = field(default=2, metadata=bounds(ge=2) | {"help": "how many rounds ahead of ours a "
+                              "neighbour's message is kept (one reused buffer each); 2 lets two sides of a healed "
+                              "partition meet again"})
+    ping_every: float = field(default=0.5, metadata=POSITIVE | {"help": "seconds between pings while a round "
+                              "waits: a neighbour that pings is alive and waited for up to the ceiling"})
+    drain_limit: int = field(default=4, metadata=bounds(ge=1) | {"help": "messages per neighbour read by a round "
+                             "that awaits nobody (bounded, so a flood cannot stall it)"})
+    stall_drain_limit: int = field(default=64, metadata=bounds(ge=1) | {"help": "messages per neighbour read at "
+                                   "once after a silence longer than deadline_floor (a frozen node's backlog)"})
+    stall_wait: float = field(default=0.05, metadata=POSITIVE | {"help": "seconds that backlog read waits for "
+                              "each next message"})
+    goodbye_grace: float | None = field(default=None, metadata=bounds(ge=0, finite=True) | {"help": "seconds a "
+                                        "finished node keeps serving until every neighbour said bye (default: "
+                                        "deadline_ceiling)"})
     rollback: bool = field(default=True, metadata={"help": "roll a dropped edge's tracker flow back (docs/design.md "
                            "§3); false only to show the bias it prevents"})
     rejoin: str = field(default="auto", metadata={"choices": REJOIN_MODES, "help": "after a crash: continue "
                         "from the checkpoint's parameters, or from the average of the neighbours' current ones; "
                         "auto: the checkpoint unless it is more than max(10, 2 × checkpoint_every) rounds behind "
                         "the neighbours (a stale model would pull them back)"})
-    rejoin_wait: float = field(default=5.0, metadata={"help": "seconds a restarted node waits for its "
+    rejoin_wait: float = field(default=5.0, metadata=POSITIVE | {"help": "seconds a restarted node waits for its "
                                "neighbours to say which round they are at"})
     record_params: bool = field(default=False, metadata={"help": "write the parameters into each evaluation "
                                 "record (small models only; for tests and analysis)"})
-    start_timeout: float = field(default=300.0, metadata={"help": "seconds to wait for every node to register"})
-    bootstrap_timeout: float = field(default=2.0, metadata={"help": "seconds per bootstrap request try"})
-    bootstrap_retries: int = field(default=3, metadata={"help": "tries per bootstrap request"})
-    heartbeat_every: float = field(default=1.0, metadata={"help": "seconds between status reports to the "
+    start_timeout: float = field(default=300.0, metadata=POSITIVE
+                                 | {"help": "seconds to wait for every node to register"})
+    bootstrap_timeout: float = field(default=2.0, metadata=POSITIVE | {"help": "seconds per bootstrap request try"})
+    bootstrap_retries: int = field(default=3, metadata=bounds(ge=1) | {"help": "tries per bootstrap request"})
+    heartbeat_every: float = field(default=1.0, metadata=POSITIVE | {"help": "seconds between status reports to the "
                                    "bootstrap"})
-    max_abs: float = field(default=1e6, metadata={"help": "reject a neighbour's tensors holding any value "
+    max_abs: float = field(default=1e6, metadata=bounds(ge=0)
+                           | {"help": "reject a neighbour's tensors holding any value "
                            "larger in magnitude (NaN and Inf are always rejected); 0 disables the bound"})
     faults: FaultConfig | None = field(default=None, metadata={"help": "[faults] table: injected message "
                                         "loss, delay, duplication, reordering, corruption and partitions for "
                                         "testing (docs/fault-injection.md); absent: none"})
-    log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error"),
+    log_level: str = field(default="info", metadata={"choices": LOG_LEVELS,
                            "help": "stderr log level"})
     secret_key: str | None = field(default=None, metadata={"help": "CURVE secret key file (mode 0600, from "
                                    "`peernet keygen`); relative to this file. Set: every connection is CURVE"})
@@ -77,34 +93,15 @@ class NodeConfig:
                                                   "(bootstrap.key); relative to this file"})
 
     def __post_init__(self) -> None:
-        if self.id < 0:
-            raise ConfigError(f"must be >= 0, got {self.id}", key="id")
-        if self.threads < 1:
-            raise ConfigError(f"must be >= 1, got {self.threads}", key="threads")
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"must be >= 0, got {self.checkpoint_every}", key="checkpoint_every")
-        for key in ("deadline_floor", "deadline_ceiling", "rejoin_wait", "start_timeout", "bootstrap_timeout",
-                    "heartbeat_every"):
-            if not 0 < getattr(self, key) < math.inf:
-                raise ConfigError(f"must be > 0 and finite, got {getattr(self, key)}", key=key)
+        check_fields(self)
         if self.deadline_ceiling < self.deadline_floor:
             raise ConfigError(f"must be >= deadline_floor ({self.deadline_floor}), got {self.deadline_ceiling}",
                               key="deadline_ceiling")
-        if not 1 <= self.deadline_factor < math.inf:
-            raise ConfigError(f"must be >= 1, got {self.deadline_factor}", key="deadline_factor")
-        if self.rejoin not in REJOIN_MODES:
-            raise ConfigError(f"{self.rejoin!r} is not one of {', '.join(REJOIN_MODES)}", key="rejoin")
-        if self.max_abs < 0:
-            raise ConfigError(f"must be >= 0, got {self.max_abs}", key="max_abs")
-        if self.bootstrap_retries < 1:
-            raise ConfigError(f"must be >= 1, got {self.bootstrap_retries}", key="bootstrap_retries")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{self.device!r} is not auto, cpu, cuda or cuda:N", key="device")
         for key in ("listen", "bootstrap"):
             if "://" not in getattr(self, key):
                 raise ConfigError(f"{getattr(self, key)!r} is not an endpoint like tcp://host:port", key=key)
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"{self.log_level!r} is not one of debug, info, warning, error", key="log_level")
         if self.bootstrap_public_key is not None and self.bootstrap_public_key_file is not None:
             raise ConfigError("give bootstrap_public_key or bootstrap_public_key_file, not both",
                               key="bootstrap_public_key_file")
@@ -118,6 +115,13 @@ class NodeConfig:
             raise ConfigError("with secret_key every connection is CURVE, so the node needs the bootstrap's public "
                               "key: set bootstrap_public_key_file (e.g. keys/bootstrap.key)",
                               key="bootstrap_public_key_file")
+
+    def round_policy(self) -> RoundPolicy:
+        """The round protocol's knobs as the pure policy object the exchange consults."""
+        return RoundPolicy(floor=self.deadline_floor, ceiling=self.deadline_ceiling, factor=self.deadline_factor,
+                           window=self.deadline_window, rounds_ahead=self.rounds_ahead, ping_every=self.ping_every,
+                           drain_limit=self.drain_limit, stall_drain_limit=self.stall_drain_limit,
+                           stall_wait=self.stall_wait, goodbye_grace=self.goodbye_grace)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:

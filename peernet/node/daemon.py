@@ -14,29 +14,35 @@ from typing import Any
 
 import torch
 
+from peernet.atomic import write_atomic
 from peernet.bootstrap.client import BootstrapClient, new_incarnation
-from peernet.bootstrap.registry import run_fingerprint
-from peernet.config import RunSettings, load_run_settings, resolve_topology
-from peernet.core.algorithms import HyperParams, get_algorithm
-from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
+from peernet.config import (
+    RunSettings,
+    eval_interval,
+    load_run_settings,
+    resolve_topology,
+    run_fingerprint,
+    total_rounds,
+)
+from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
-from peernet.errors import BootstrapUnavailable, TransportError
+from peernet.errors import BootstrapUnavailable, CatchUp, RoundAbandoned, TransportError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
-from peernet.node.config import NodeConfig, rejoin_from_checkpoint
+from peernet.node.config import NodeConfig
 from peernet.node.curve import load_node_keys
-from peernet.node.exchange import CatchUp, Exchange, RoundAbandoned
+from peernet.node.exchange import Exchange
 from peernet.node.heartbeat import Heartbeat
+from peernet.node.session import Session
 from peernet.node.statefiles import read_incarnation, read_table, write_incarnation, write_table
+from peernet.node.wiring import Wiring
 from peernet.security.zap import warn_if_exposed
-from peernet.sim.run import eval_interval, total_rounds
-from peernet.sim.tasks import ImageTask, QuadraticTask, make_task
+from peernet.tasks import ImageTask, QuadraticTask, make_task
 from peernet.transport import Transport
 from peernet.transport.faults import FaultyTransport
-from peernet.transport.zmq_transport import ZmqTransport
 from peernet.wire.messages import TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -45,9 +51,11 @@ log = logging.getLogger("peernet.node")
 class NodeDaemon:
     """One node of a run. ``run()`` returns when training is finished or the node was told to stop."""
 
-    def __init__(self, cfg: NodeConfig, *, fresh: bool = False) -> None:
+    def __init__(self, cfg: NodeConfig, *, fresh: bool = False, wiring: Wiring | None = None) -> None:
         self.cfg = cfg
         self.fresh = fresh
+        self.wiring = wiring if wiring is not None else Wiring()
+        self.policy = cfg.round_policy()
         self.settings: RunSettings = load_run_settings(cfg.run)
         self.topology = resolve_topology(self.settings)
         self.index = self.topology.index_of(cfg.id)
@@ -68,8 +76,21 @@ class NodeDaemon:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    # -- main ------------------------------------------------------------------------------------------
+    # -- phases --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Build, rendezvous, train, finish; whatever happens, close what was opened."""
+        session = self.build()
+        try:
+            if not self.start(session):
+                log.info("stopped while waiting for the start signal")
+                return {**self._summary(session), "final_round": session.round, "finished": False}
+            self.train(session)
+            return self.finish(session)
+        finally:
+            self.close(session)
+
+    def build(self) -> Session:
+        """Task, rule, restored state, transport, bootstrap client and exchange; nothing is sent yet."""
         torch.set_num_threads(self.cfg.threads)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         clear_stale_temp_files(self.state_dir)
@@ -79,161 +100,186 @@ class NodeDaemon:
         algorithm = get_algorithm(self.settings.algorithm)
         hp = HyperParams(lr=self.settings.step_size, beta=self.settings.beta, weight_decay=self.settings.weight_decay)
         rounds = total_rounds(self.settings, task.rounds_per_epoch)
-        every = eval_interval(self.settings, rounds)
         edges = NodeEdges(self.neighbours, tracks=algorithm.tracks, rollback=self.cfg.rollback)
+        x, state, start_round, crashed, resuming = self.restore(task, algorithm, edges)
+        layout = {name: TensorSpec(name, "float64" if task.dtype == torch.float64 else "float32", (task.dim,))
+                  for name in algorithm.sent}
+        transport, faulty = self._transport(sum(s.nbytes for s in layout.values()))
+        keys = self.keys
+        incarnation = new_incarnation()
+        previous = read_incarnation(self.state_dir)
+        write_incarnation(self.state_dir, incarnation)
+        exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
+                            policy=self.policy, tracked=algorithm.flow or None, max_abs=self.cfg.max_abs or None,
+                            should_stop=self.stop_event.is_set, clock=self.wiring.clock)
+        return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
+                       edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
+                       transport=transport, faulty=faulty,
+                       client=self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()),
+                       incarnation=incarnation, previous=previous, exchange=exchange, round=start_round,
+                       metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
 
-        dtype = task.dtype
+    def restore(self, task: QuadraticTask | ImageTask, algorithm: Algorithm, edges: NodeEdges,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, bool, bool]:
+        """(x, state, round, crashed, resuming): from the checkpoint if there is one, else the run's start.
+
+        A clean checkpoint (written at exit, all edges consistent) resumes exactly; a periodic one is older
+        than what the neighbours hold, so the node rejoins (``crashed``: tracker reset, new edge epochs).
+        """
         x = task.initial_params().to(self.device)
-        state = algorithm.init_state(x)
-        start_round = 0
         ckpt = None if self.fresh else load_checkpoint(self.state_dir, node_id=self.cfg.id, run=self.fingerprint)
-        crashed = False
-        if ckpt is not None:
-            x = ckpt.params.to(self.device, dtype)
-            state = {k: v.to(self.device, dtype) for k, v in ckpt.state.items() if not k.startswith("flow.")}
-            start_round = ckpt.round
-            crashed = not ckpt.extra.get("clean", False)
-            if not crashed:
-                edges.load_state_dict(checkpoint_edges(ckpt))
-            log.info("resuming from checkpoint at round %d (%s)", start_round,
-                     "periodic: the node stopped abruptly and rejoins" if crashed else "written at a clean exit")
+        if ckpt is None:
+            return x, algorithm.init_state(x), 0, False, False
+        x = ckpt.params.to(self.device, task.dtype)
+        state = {k: v.to(self.device, task.dtype) for k, v in ckpt.state.items() if not k.startswith("flow.")}
+        crashed = not ckpt.extra.get("clean", False)
+        if not crashed:
+            edges.load_state_dict(checkpoint_edges(ckpt))
+        log.info("resuming from checkpoint at round %d (%s)", ckpt.round,
+                 "periodic: the node stopped abruptly and rejoins" if crashed else "written at a clean exit")
+        return x, state, ckpt.round, crashed, True
 
-        dtype_name = "float64" if dtype == torch.float64 else "float32"
-        layout = {name: TensorSpec(name, dtype_name, (task.dim,)) for name in algorithm.sent}
-        payload = sum(s.nbytes for s in layout.values())
+    def _transport(self, payload: int) -> tuple[Transport, FaultyTransport | None]:
         keys = self.keys
         if keys is None:
             warn_if_exposed(self.cfg.listen, f"node {self.cfg.id}", "Create keys with `peernet keygen --cluster "
                             "DIR` and set secret_key and bootstrap_public_key_file (docs/node.md, CURVE).")
-        transport: Transport = ZmqTransport(self.cfg.id, bind=self.cfg.listen, advertise=self.cfg.advertise,
-                                            max_msg_size=2 * payload + (1 << 20),
-                                            curve=None if keys is None else keys.transport())
-        faulty = None
-        if self.cfg.faults is not None:
-            faulty = FaultyTransport(transport, self.cfg.faults)
-            transport = faulty
-            log.warning("fault injection is on: %s", self.cfg.faults)
-        client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
-                                 retries=self.cfg.bootstrap_retries, curve=None if keys is None else keys.client())
-        incarnation = new_incarnation()
-        previous = read_incarnation(self.state_dir)
-        write_incarnation(self.state_dir, incarnation)
-        policy = DeadlinePolicy(floor=self.cfg.deadline_floor, ceiling=self.cfg.deadline_ceiling,
-                                factor=self.cfg.deadline_factor)
-        exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
-                            deadline=AdaptiveDeadline(policy), tracked="d" if algorithm.tracks else None,
-                            max_abs=self.cfg.max_abs or None, should_stop=self.stop_event.is_set)
-        heartbeat: Heartbeat | None = None
-        metrics = MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh)
-        summary: dict[str, Any] = {"node": self.cfg.id, "rounds": rounds, "resumed_from": start_round}
-        last_eval: dict[str, Any] = {}
-        catchups = 0
-        r = start_round
+        transport = self.wiring.transport(self.cfg, 2 * payload + (1 << 20), None if keys is None else keys.transport())
+        if self.cfg.faults is None:
+            return transport, None
+        log.warning("fault injection is on: %s", self.cfg.faults)
+        faulty = FaultyTransport(transport, self.cfg.faults)
+        return faulty, faulty
+
+    def start(self, s: Session) -> bool:
+        """Rendezvous, connect the neighbours, start the heartbeat, say hello (and rejoin after a crash).
+
+        False if the node was told to stop before the run started.
+        """
+        log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, s.transport.endpoint,
+                 self.cfg.bootstrap)
+        table = self._rendezvous(s.client, s.transport.endpoint, s.incarnation, s.previous, resuming=s.resuming)
+        if table is None:
+            return False
+        missing = sorted(j for j in self.neighbours if j not in table)
+        if missing:
+            raise TransportError(f"the address table has no entry for neighbours {missing}: cannot connect to them")
+        for j in self.neighbours:
+            s.transport.connect(j, table[j]["endpoint"])
+        keys = self.keys
+        s.heartbeat = Heartbeat(self.cfg, s.incarnation,
+                                lambda: self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()))
+        s.heartbeat.start()
+        s.exchange.hello(s.start_round, s.transport.endpoint, reset=s.crashed)
+        if s.crashed:
+            s.round, s.x = self._rejoin(s, s.start_round)
+            self._checkpoint(s, clean=False)  # never older than the interval, even now
+        log.info("started: %d rounds, neighbours %s, device %s, %s", s.rounds, sorted(self.neighbours), self.device,
+                 "CURVE" if keys else "no CURVE")
+        s.metrics.write({"event": "start", "round": s.round, "time": time.time(), "incarnation": s.incarnation,
+                         "resumed_from": s.start_round, "rejoined": s.crashed})
+        return True
+
+    def train(self, s: Session) -> None:
+        """Rounds until the last one, or until told to stop."""
+        while s.round < s.rounds and not self.stop_event.is_set():
+            if not self._round(s):
+                return
+
+    def _round(self, s: Session) -> bool:
+        """One round: gradient, the rule with its gossip, bookkeeping. False: stop training (abandoned)."""
+        assert s.heartbeat is not None
+        for j, endpoint in s.heartbeat.take_endpoint_updates().items():
+            if j in self.neighbours:
+                s.transport.connect(j, endpoint)
+        if s.faulty is not None:
+            s.faulty.set_round(s.round)
+        snapshot = (s.x.clone(), {k: v.clone() for k, v in s.state.items()})
+        t0 = time.perf_counter()
+        loss, grad = s.task.node_loss_grad(self.index, s.x, s.round)
+        compute = time.perf_counter() - t0
+        ex = s.exchange
+        before = (ex.wait_seconds, ex.mix_seconds, sum(ex.timeouts.values()))
         try:
-            log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, transport.endpoint,
-                     self.cfg.bootstrap)
-            table = self._rendezvous(client, transport.endpoint, incarnation, previous, resuming=ckpt is not None)
-            if table is None:
-                log.info("stopped while waiting for the start signal")
-                summary.update({"final_round": r, "finished": False})
-                return summary
-            missing = sorted(j for j in self.neighbours if j not in table)
-            if missing:
-                raise TransportError(f"the address table has no entry for neighbours {missing}: cannot connect to them")
-            for j in self.neighbours:
-                transport.connect(j, table[j]["endpoint"])
-            heartbeat = Heartbeat(self.cfg, incarnation, self.stop_event, curve=None if keys is None else keys.client())
-            heartbeat.start()
-            exchange.hello(start_round, transport.endpoint, reset=crashed)
-            if crashed:
-                r, x = self._rejoin(exchange, edges, x, state, start_round)
-                self._checkpoint(r, x, state, edges, clean=False)  # never older than the interval, even now
-            log.info("started: %d rounds, neighbours %s, device %s, %s", rounds, sorted(self.neighbours), self.device,
-                     "CURVE" if keys else "no CURVE")
-            metrics.write({"event": "start", "round": r, "time": time.time(), "incarnation": incarnation,
-                           "resumed_from": start_round, "rejoined": crashed})
-            while r < rounds and not self.stop_event.is_set():
-                for j, endpoint in heartbeat.take_endpoint_updates().items():
-                    if j in self.neighbours:
-                        transport.connect(j, endpoint)
-                if faulty is not None:
-                    faulty.set_round(r)
-                snapshot = (x.clone(), {k: v.clone() for k, v in state.items()})
-                t0 = time.perf_counter()
-                loss, grad = task.node_loss_grad(self.index, x, r)
-                compute = time.perf_counter() - t0
-                wait0, mix0, timeouts0 = exchange.wait_seconds, exchange.mix_seconds, sum(exchange.timeouts.values())
-                try:
-                    x = algorithm.step(x, state, grad, hp, exchange.gossip_for(r))
-                except RoundAbandoned:
-                    x, state = snapshot
-                    log.info("round %d abandoned on request", r)
-                    break
-                except CatchUp as ahead:
-                    # We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped our
-                    # edges. Rejoin like a restarted node: say hello (they answer with their round and resend
-                    # their last messages, which we dropped as too far ahead), zero the tracker, new epochs.
-                    x, state = snapshot
-                    log.warning("round %d: neighbours are at round %d; catching up (tracker reset)", r, ahead.round)
-                    catchups += 1
-                    exchange.replies.clear()
-                    exchange.hello(r, transport.endpoint, reset=True)
-                    before = r
-                    r, x = self._rejoin(exchange, edges, x, state, r)
-                    metrics.write({"event": "catchup", "round": before, "to": r, "time": time.time()})
-                    self._checkpoint(r, x, state, edges, clean=False)
-                    continue
-                edges.settle(state.get("c"))
-                r += 1
-                stats = transport.stats
-                metrics.write({"event": "round", "round": r, "loss": loss, "compute_s": compute,
-                               "wait_s": exchange.wait_seconds - wait0, "mix_s": exchange.mix_seconds - mix0,
-                               "used": sum(exchange.last_round_used.values()),
-                               "excluded": sum(exchange.timeouts.values()) - timeouts0,
-                               "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
-                if not math.isfinite(loss):
-                    log.error("loss is %s at round %d: training diverged", loss, r)
-                heartbeat.update(round=r, state="training", loss=loss, **_counters(stats))
-                if r % every == 0 or r == rounds:
-                    last_eval = self._evaluate(task, x, snapshot[0], exchange, r)
-                    metrics.write(last_eval)
-                    heartbeat.update(accuracy=last_eval.get("test_accuracy"))
-                    log.info("round %d/%d loss %.4f %s", r, rounds, loss, _fmt(last_eval))
-                if self.cfg.checkpoint_every and r % self.cfg.checkpoint_every == 0:
-                    self._checkpoint(r, x, state, edges, clean=False)
-            finished = r >= rounds
-            if finished and last_eval.get("round") != r:
-                # Reached the end by a jump (a rejoin or catch-up at the last rounds): evaluate what we finish with,
-                # so the summary never reports an earlier model's accuracy as the final one.
-                last_eval = self._evaluate(task, x, x, exchange, r)
-                metrics.write(last_eval)
-            self._checkpoint(r, x, state, edges, clean=True)
-            if finished:
-                exchange.goodbye(r, grace=self.cfg.deadline_ceiling)
-            summary.update({"final_round": r, "finished": finished, "dropped": dict(exchange.dropped),
-                            "max_rss_mb": peak_rss_mb(), "ignored": dict(exchange.ignored),
-                            "faulty_neighbours": dict(exchange.faulty), "timeouts": dict(exchange.timeouts),
-                            "rollbacks": edges.rollbacks, "catchups": catchups, "rejoined": crashed,
-                            "max_wait_s": exchange.max_wait,
-                            **{k: v for k, v in last_eval.items() if k not in ("event", "params")},
-                            **_counters(transport.stats)})
-            (self.state_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            metrics.write({"event": "exit", "round": r, "finished": finished, "dropped": dict(exchange.dropped),
-                           "time": time.time()})
-            if heartbeat is not None:
-                heartbeat.update(round=r, state="done" if finished else "stopped")
-                heartbeat.flush()
-            return summary
-        finally:
-            if heartbeat is not None:
-                heartbeat.stop()
-            try:
-                client.leave(self.cfg.id, incarnation)
-            except Exception as exc:  # the bootstrap may be gone; leaving is a courtesy
-                log.debug("leave failed: %s", exc)
-            client.close()
-            transport.close()
-            metrics.close()
+            s.x = s.algorithm.step(s.x, s.state, grad, s.hp, ex.gossip_for(s.round))
+        except RoundAbandoned:
+            s.x, s.state = snapshot
+            log.info("round %d abandoned on request", s.round)
+            return False
+        except CatchUp as ahead:
+            s.x, s.state = snapshot
+            self._catch_up(s, ahead.round)
+            return True
+        s.edges.settle(s.tracker)
+        s.round += 1
+        stats = s.transport.stats
+        s.metrics.write({"event": "round", "round": s.round, "loss": loss, "compute_s": compute,
+                         "wait_s": ex.wait_seconds - before[0], "mix_s": ex.mix_seconds - before[1],
+                         "used": sum(ex.last_round_used.values()),
+                         "excluded": sum(ex.timeouts.values()) - before[2],
+                         "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
+        if not math.isfinite(loss):
+            log.error("loss is %s at round %d: training diverged", loss, s.round)
+        s.heartbeat.update(round=s.round, state="training", loss=loss, **_counters(stats))
+        if s.round % s.every == 0 or s.round == s.rounds:
+            s.last_eval = self._evaluate(s, snapshot[0])
+            log.info("round %d/%d loss %.4f %s", s.round, s.rounds, loss, _fmt(s.last_eval))
+        if self.cfg.checkpoint_every and s.round % self.cfg.checkpoint_every == 0:
+            self._checkpoint(s, clean=False)
+        return True
+
+    def _catch_up(self, s: Session, ahead: int) -> None:
+        """We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped our edges.
+        Rejoin like a restarted node: say hello (they answer with their round and resend their last messages,
+        which we dropped as too far ahead), zero the tracker, new epochs."""
+        log.warning("round %d: neighbours are at round %d; catching up (tracker reset)", s.round, ahead)
+        s.catchups += 1
+        s.exchange.replies.clear()
+        s.exchange.hello(s.round, s.transport.endpoint, reset=True)
+        before = s.round
+        s.round, s.x = self._rejoin(s, s.round)
+        s.metrics.write({"event": "catchup", "round": before, "to": s.round, "time": time.time()})
+        self._checkpoint(s, clean=False)
+
+    def finish(self, s: Session) -> dict[str, Any]:
+        """Final evaluation, clean checkpoint, goodbye, summary.json; returns the summary."""
+        finished = s.round >= s.rounds
+        if finished and s.last_eval.get("round") != s.round:
+            # Reached the end by a jump (a rejoin or catch-up at the last rounds): evaluate what we finish with,
+            # so the summary never reports an earlier model's accuracy as the final one.
+            s.last_eval = self._evaluate(s, s.x)
+        self._checkpoint(s, clean=True)
+        if finished:
+            s.exchange.goodbye(s.round)
+        ex = s.exchange
+        summary = {**self._summary(s), "final_round": s.round, "finished": finished, "dropped": dict(ex.dropped),
+                   "max_rss_mb": peak_rss_mb(), "ignored": dict(ex.ignored), "faulty_neighbours": dict(ex.faulty),
+                   "timeouts": dict(ex.timeouts), "rollbacks": s.edges.rollbacks, "catchups": s.catchups,
+                   "rejoined": s.crashed, "max_wait_s": ex.max_wait,
+                   **{k: v for k, v in s.last_eval.items() if k not in ("event", "params")},
+                   **_counters(s.transport.stats)}
+        write_atomic(self.state_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        s.metrics.write({"event": "exit", "round": s.round, "finished": finished, "dropped": dict(ex.dropped),
+                         "time": time.time()})
+        if s.heartbeat is not None:
+            s.heartbeat.update(round=s.round, state="done" if finished else "stopped")
+            s.heartbeat.flush()
+        return summary
+
+    def _summary(self, s: Session) -> dict[str, Any]:
+        return {"node": self.cfg.id, "rounds": s.rounds, "resumed_from": s.start_round}
+
+    def close(self, s: Session) -> None:
+        """Stop the heartbeat, leave the bootstrap (a courtesy: it may be gone), close sockets and files."""
+        if s.heartbeat is not None:
+            s.heartbeat.stop()
+        try:
+            s.client.leave(self.cfg.id, s.incarnation)
+        except Exception as exc:  # the bootstrap may be gone; leaving is a courtesy
+            log.debug("leave failed: %s", exc)
+        s.client.close()
+        s.transport.close()
+        s.metrics.close()
 
     def _rendezvous(self, client: BootstrapClient, endpoint: str, incarnation: str, previous: str | None, *,
                     resuming: bool) -> dict[int, dict[str, Any]] | None:
@@ -258,23 +304,21 @@ class NodeDaemon:
             write_table(self.state_dir, table)
         return table
 
-    def _rejoin(self, exchange: Exchange, edges: NodeEdges, x: torch.Tensor, state: dict[str, torch.Tensor],
-                start_round: int) -> tuple[int, torch.Tensor]:
+    def _rejoin(self, s: Session, start_round: int) -> tuple[int, torch.Tensor]:
         """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (docs/design.md §4)."""
+        exchange, x = s.exchange, s.x
         exchange.wait_replies(start_round, self.cfg.rejoin_wait)
-        # The slowest neighbour's round: it still holds (and resent) its messages of that round, and those ahead
-        # wait for us, whereas jumping to the fastest would leave the slowest waiting for rounds we skipped.
         # Without any answer (they may not hear us yet), the rounds their own messages announced are the guide.
         known = exchange.replies or {j: k for j, k in exchange.seen_round.items() if j not in exchange.byes}
-        r = max(start_round, min(known.values(), default=start_round))
-        average = (not rejoin_from_checkpoint(self.cfg.rejoin, r - start_round, self.cfg.checkpoint_every)
+        r = self.policy.rejoin_round(start_round, known.values())
+        average = (not self.policy.rejoin_from_checkpoint(self.cfg.rejoin, r - start_round, self.cfg.checkpoint_every)
                    and bool(exchange.latest))
         if average:
             theirs = [tensors["x"].to(x.device, x.dtype) for _, tensors in exchange.latest.values()]
             x = torch.stack(theirs).mean(dim=0)
-            for value in state.values():  # the old momentum belongs to the old model: start afresh at the new one
+            for value in s.state.values():  # the old momentum belongs to the old model: start afresh at the new one
                 value.zero_()
-        edges.restart(state.get("c"))
+        s.edges.restart(s.tracker)
         exchange.skip_to(r)
         exchange.latest.clear()
         log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,
@@ -282,18 +326,18 @@ class NodeDaemon:
                     "neighbours' average" if average else "checkpoint")
         return r, x
 
-    def _checkpoint(self, round_: int, x: torch.Tensor, state: dict[str, torch.Tensor], edges: NodeEdges, *,
-                    clean: bool) -> None:
+    def _checkpoint(self, s: Session, *, clean: bool) -> None:
         # A clean checkpoint (written at exit, all edges consistent) resumes exactly; a periodic one is older
         # than what the neighbours hold, so after a crash the node rejoins (tracker reset, new edge epochs).
-        flows = {f"flow.{j}": f for j, f in edges.flow.items()}
+        flows = {f"flow.{j}": f for j, f in s.edges.flow.items()}
         save_checkpoint(self.state_dir, Checkpoint(
-            node_id=self.cfg.id, run=self.fingerprint, round=round_, params=x, state={**state, **flows},
-            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in edges.epoch.items()}}))
+            node_id=self.cfg.id, run=self.fingerprint, round=s.round, params=s.x, state={**s.state, **flows},
+            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in s.edges.epoch.items()}}))
 
-    def _evaluate(self, task: QuadraticTask | ImageTask, x: torch.Tensor, x_before: torch.Tensor,
-                  exchange: Exchange, round_: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"event": "eval", "round": round_, "epoch": round_ / task.rounds_per_epoch}
+    def _evaluate(self, s: Session, x_before: torch.Tensor) -> dict[str, Any]:
+        """Evaluate the current model, write the record to metrics.jsonl and the heartbeat, return it."""
+        task, x, exchange = s.task, s.x, s.exchange
+        record: dict[str, Any] = {"event": "eval", "round": s.round, "epoch": s.round / task.rounds_per_epoch}
         if isinstance(task, ImageTask):
             record["test_accuracy"] = float(task.accuracy(x.unsqueeze(0), "test", self.settings.eval_samples)[0])
         else:
@@ -305,6 +349,9 @@ class NodeDaemon:
             record["consensus_distance"] = sum(dists) / len(dists)
         if self.cfg.record_params:
             record["params"] = x.detach().cpu().double().tolist()
+        s.metrics.write(record)
+        if s.heartbeat is not None:
+            s.heartbeat.update(accuracy=record.get("test_accuracy"))
         return record
 
 

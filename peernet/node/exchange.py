@@ -11,6 +11,7 @@ its previous incarnation was lost with it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -18,9 +19,9 @@ from dataclasses import replace
 
 import torch
 
-from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
+from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
 from peernet.errors import CatchUp, CodecError, RoundAbandoned
 from peernet.node.ratelimit import RateLimitedLog
 from peernet.transport import Transport
@@ -34,32 +35,15 @@ Frames = list[bytes | memoryview]
 #: Messages kept per neighbour while it cannot take them (this round's, a resend, a hello, a bye).
 OUTBOX_LIMIT = 4
 
-#: How many rounds ahead of our own we accept and buffer. A neighbour that includes us is at most one ahead;
-#: one that went on without us (a healed partition) may be two ahead when it starts waiting for us again,
-#: and the message it sent then must not be lost, or the two sides never meet at one round again.
-ROUNDS_AHEAD = 2
-
-#: While a node waits for messages it pings its neighbours this often (seconds). A neighbour that is itself
-#: waiting for someone else is thus seen to be alive and is waited for up to the ceiling, while one that is
-#: dead or frozen falls silent and is excluded after the adaptive deadline: without this, every node along
-#: a ring would time out on the next one, each as it waits for the one before.
-PING_EVERY = 0.5
-#: Messages per neighbour taken in a round that waits for nobody (bounded: a flood must not stall the round).
-DRAIN_LIMIT = 4
-#: Messages per neighbour read at once after a silence longer than the deadline floor: more than the
-#: backlog that queues up in both sockets' buffers while a node is frozen (17-27 rounds of LeNet seen).
-STALL_DRAIN_LIMIT = 64
-#: How long that read waits for each next message (seconds) before it takes the backlog to be read.
-STALL_WAIT = 0.05
-
 
 class Exchange:
     """Per-round message exchange with the node's neighbours over a transport."""
 
     def __init__(self, transport: Transport, node_id: int, run: str, neighbours: Mapping[int, float],
                  layout: Mapping[str, TensorSpec], *, edges: NodeEdges | None = None,
-                 deadline: AdaptiveDeadline | None = None, tracked: str | None = None, max_abs: float | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 policy: RoundPolicy | None = None, tracked: str | None = None, max_abs: float | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
@@ -67,7 +51,9 @@ class Exchange:
         self.layout = dict(layout)
         # Defaults for callers that only exchange (tests, tools): every edge live, the default deadline policy.
         self.edges = edges if edges is not None else NodeEdges(neighbours, tracks=False)
-        self.deadline = deadline if deadline is not None else AdaptiveDeadline(DeadlinePolicy())
+        self.policy = policy if policy is not None else RoundPolicy()
+        self.deadline = AdaptiveDeadline(self.policy)
+        self.clock = clock  # monotonic seconds; injected so a test or the protocol simulator can own time
         self.tracked = tracked
         self.max_abs = max_abs
         self.should_stop = should_stop
@@ -110,14 +96,14 @@ class Exchange:
 
     # -- receiving -------------------------------------------------------------------------------------
     def _buffer(self, sender: int, round_: int) -> dict[str, torch.Tensor]:
-        key = (sender, round_ % (ROUNDS_AHEAD + 1))
+        key = (sender, round_ % (self.policy.rounds_ahead + 1))
         buf = self._buffers.get(key)
         if buf is None:
             buf = {name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype]) for name, spec in self.layout.items()}
             self._buffers[key] = buf
         return buf
 
-    def _expect(self, current_round: int, ahead: int | None = ROUNDS_AHEAD) -> Expectation:
+    def _expect(self, current_round: int, ahead: int | None) -> Expectation:
         return Expectation(run=self.run, senders=frozenset(self.weights), layout=self.layout,
                            max_bytes=self.max_bytes, max_round_ahead=ahead, current_round=current_round)
 
@@ -144,7 +130,7 @@ class Exchange:
 
     def _heard(self, sender: int, round_: int | None = None) -> None:
         self.edges.alive(sender)
-        self.last_heard[sender] = time.monotonic()
+        self.last_heard[sender] = self.clock()
         if round_ is not None and round_ > self.seen_round.get(sender, -1):
             self.seen_round[sender] = round_
 
@@ -155,12 +141,12 @@ class Exchange:
         got = self.transport.recv(timeout)
         if got is not None:
             self._file(got, current_round)
-        self._last_look = time.monotonic()
+        self._last_look = self.clock()
         return got is not None
 
     def _file(self, got: tuple[int, list[memoryview]], current_round: int) -> None:
         routing_id, frames = got
-        expect = self._expect(current_round, ahead=None if self.joining else ROUNDS_AHEAD)
+        expect = self._expect(current_round, ahead=None if self.joining else self.policy.rounds_ahead)
         size = sum(len(f) for f in frames)
         if size > self.max_bytes:
             # Larger than any valid message of this run; libzmq's MAXMSGSIZE cuts off far larger ones.
@@ -174,10 +160,10 @@ class Exchange:
             if header.kind == "round":
                 # Every payload is validated, even one we will not use, so a malformed message is always
                 # dropped and counted as such. One buffer per neighbour and round it may send ahead of us
-                # (ROUNDS_AHEAD + 1) is reused: no allocation per message. Anything that cannot be filed
+                # (rounds_ahead + 1) is reused: no allocation per message. Anything that cannot be filed
                 # (another identity, a stale round, a duplicate) goes to a scratch buffer, so it can never
                 # overwrite a neighbour's tensors.
-                usable = (routing_id == header.sender and current_round <= header.round <= current_round + ROUNDS_AHEAD
+                usable = (routing_id == header.sender and self.policy.accepts(current_round, header.round)
                           and header.sender not in self.inbox.get(header.round, {}))
                 out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
                 msg = decode(frames, expect, out=out)
@@ -268,8 +254,8 @@ class Exchange:
 
     def _ping(self) -> None:
         """Tell the neighbours we are alive (and waiting); skipped for a peer whose queue is not empty."""
-        now = time.monotonic()
-        if now - self._last_ping < PING_EVERY:
+        now = self.clock()
+        if now - self._last_ping < self.policy.ping_every:
             return
         self._last_ping = now
         frames = self._control("ping", self.current_round)
@@ -292,8 +278,9 @@ class Exchange:
             pending = pending or bool(queue)
         return pending
 
-    def goodbye(self, round_: int, grace: float) -> None:
-        """Say bye, then keep serving until every neighbour said bye too (or ``grace`` seconds pass).
+    def goodbye(self, round_: int, grace: float | None = None) -> None:
+        """Say bye, then keep serving until every neighbour said bye too (or ``grace`` seconds pass; default:
+        the policy's goodbye grace).
 
         Our last round's message may still sit in a send queue, and a neighbour that restarts now may
         ask for it again; closing at once (linger 0) would strand such a neighbour.
@@ -301,11 +288,11 @@ class Exchange:
         frames = self._control("bye", round_)
         for j in self.weights:
             self._send_to(j, frames)
-        deadline = time.perf_counter() + grace
+        deadline = self.clock() + (self.policy.grace if grace is None else grace)
         # A fault-injecting transport may still hold our last messages (injected delay): wait for them too.
         in_flight: Callable[[], int] = getattr(self.transport, "in_flight", lambda: 0)
         while ((self.byes < set(self.weights) or in_flight() or self._flush())
-               and time.perf_counter() < deadline and not self.should_stop()):
+               and self.clock() < deadline and not self.should_stop()):
             self.poll(round_, timeout=0.05)
         missing = sorted(set(self.weights) - self.byes)
         if missing:
@@ -344,7 +331,7 @@ class Exchange:
             self.current_round = round_
             self._send_round(round_, cpu)
             received = self._collect(round_)
-            t0 = time.perf_counter()
+            t0 = self.clock()
             used = self._decide(round_, received)
             weights = {j: w for j, (_, w) in used.items()}
             mixed = {k: mix_one(cpu[k].clone(), {j: used[j][0][k] for j in used}, weights) for k in cpu}
@@ -353,7 +340,7 @@ class Exchange:
                     self.edges.record(j, weights[j], cpu[self.tracked], used[j][0][self.tracked])
             for j, (_, decl) in sorted(received.items()):
                 self.edges.sync(j, decl.epoch)  # after recording: a dropped edge takes this round's flow back too
-            self.mix_seconds += time.perf_counter() - t0
+            self.mix_seconds += self.clock() - t0
             if "x" in cpu:
                 self.neighbour_x = {j: their["x"] for j, (their, _) in received.items()}
             self.last_round_used = {j: j in used for j in self.weights}
@@ -383,25 +370,20 @@ class Exchange:
         return used
 
     def _check_behind(self, round_: int) -> None:
-        """Raise CatchUp when every neighbour we know the round of is two or more rounds ahead of us.
-
-        Only then did we stall (SIGSTOP, a long pause) while they went on. A node that is behind just one
-        neighbour, across an edge that was excluded, stays in step with the others: jumping would push the
-        gap onto them, one after the other around the graph. Instead the neighbour ahead waits for it.
-        """
-        known = [r for j, r in self.seen_round.items() if j not in self.byes]
-        if known and min(known) >= round_ + 2:
-            raise CatchUp(min(known))
+        """Raise CatchUp when the policy says we stalled behind every neighbour (RoundPolicy.catch_up_to)."""
+        target = self.policy.catch_up_to(round_, (r for j, r in self.seen_round.items() if j not in self.byes))
+        if target is not None:
+            raise CatchUp(target)
 
     def _collect(self, round_: int) -> dict[int, tuple[dict[str, torch.Tensor], Declaration]]:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         mine = self.declared[round_]
         awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
         self._after_silence(round_)
         if not awaited:
             self._drain(round_)
         patience = self.deadline.current()
-        ceiling = self.deadline.policy.ceiling
+        ceiling = self.policy.ceiling
         complete = False
         while True:
             have = self.inbox.get(round_, {})
@@ -415,18 +397,14 @@ class Exchange:
             self._check_behind(round_)
             if missing <= {j for j in missing if round_ in self.skipped[j] or self._went_on(j, round_)}:
                 break  # what we still miss was dropped as too far ahead, or its sender went on: it is not coming
-            elapsed = time.perf_counter() - t0
-            if elapsed >= ceiling:
+            now = self.clock()
+            elapsed = now - t0
+            if self.policy.give_up(elapsed=elapsed, patience=patience,
+                                   silences=(now - self.last_heard.get(j, -math.inf) for j in missing)):
                 break
-            if elapsed >= patience:
-                # Past the deadline: give up on the silent ones; keep waiting (up to the ceiling) only while a
-                # missing neighbour shows it is alive, i.e. it is itself waiting for someone.
-                now = time.monotonic()
-                if all(now - self.last_heard.get(j, 0.0) >= patience for j in missing):
-                    break
             self._ping()
             self.poll(round_, timeout=min(0.1, max(0.0, ceiling - elapsed)))
-        waited = time.perf_counter() - t0
+        waited = self.clock() - t0
         self.wait_seconds += waited
         self.max_wait = max(self.max_wait, waited)
         if complete:
@@ -437,13 +415,8 @@ class Exchange:
         return got
 
     def _went_on(self, j: int, round_: int) -> bool:
-        """``j`` announced a round two or more past ours: it finished the next round without us, so it excluded
-        us and is not waiting; its message for our round is here already or lost (a partition), never late.
-
-        (One round ahead is not enough: a neighbour that includes us can send its next round while its message
-        for this one is still delayed or reordered on the way.)
-        """
-        return self.seen_round.get(j, -1) >= round_ + 2
+        """``j`` went on without us (RoundPolicy.went_on): not waiting for us, its message for ours never late."""
+        return self.policy.went_on(self.seen_round.get(j, -1), round_)
 
     def _after_silence(self, round_: int) -> None:
         """After a silence longer than the deadline floor (SIGSTOP, a long pause), read the backlog at once.
@@ -456,29 +429,30 @@ class Exchange:
         behind: a neighbour that still waits for us is at most one round ahead, so nothing of it is dropped.
         """
         last = self._last_look
-        if last is not None and time.monotonic() - last > self.deadline.policy.floor:
+        if last is not None and self.policy.stalled(self.clock() - last):
             # A short wait per message: with the receive queue full, libzmq stopped reading the connection, and
             # refills the queue from it only after we have taken some (asynchronously, in its I/O thread).
-            self._drain(round_, per_neighbour=STALL_DRAIN_LIMIT, wait=STALL_WAIT)
+            self._drain(round_, per_neighbour=self.policy.stall_drain_limit, wait=self.policy.stall_wait)
             self._check_behind(round_)
 
-    def _drain(self, round_: int, per_neighbour: int = DRAIN_LIMIT, wait: float = 0.0) -> None:
+    def _drain(self, round_: int, per_neighbour: int | None = None, wait: float = 0.0) -> None:
         """Take what has arrived without waiting, when this round awaits nobody.
 
         A message is what re-admits an excluded neighbour (``edges.alive``): a node that excluded every
         neighbour in one round (all late at once, e.g. on an overloaded host) and then stopped reading its
         socket would never hear them again, and would train alone, ever further ahead, for the rest of the run.
         """
-        for _ in range(per_neighbour * max(1, len(self.weights))):
+        limit = self.policy.drain_limit if per_neighbour is None else per_neighbour
+        for _ in range(limit * max(1, len(self.weights))):
             if not self.poll(round_, timeout=wait):
                 break
 
     def wait_replies(self, round_: int, timeout: float) -> None:
         """After our hello: collect the neighbours' answers (their rounds, their last messages) for a while."""
         self.joining = True
-        deadline = time.perf_counter() + timeout
+        deadline = self.clock() + timeout
         try:
-            while len(self.replies) < len(self.weights) and time.perf_counter() < deadline and not self.should_stop():
+            while len(self.replies) < len(self.weights) and self.clock() < deadline and not self.should_stop():
                 self._ping()  # we are alive: a neighbour waiting for us keeps waiting
                 self.poll(round_, timeout=0.1)
         finally:

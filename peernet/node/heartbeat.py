@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from peernet.bootstrap.client import BootstrapClient, ClientCurve
+from peernet.bootstrap.client import BootstrapClient
 from peernet.errors import PeernetError
 from peernet.node.config import NodeConfig
 
@@ -21,10 +22,9 @@ log = logging.getLogger("peernet.node")
 class Heartbeat:
     """``update(**fields)`` from the training loop; a thread sends the latest fields every interval."""
 
-    def __init__(self, cfg: NodeConfig, incarnation: str, stop_event: threading.Event, *,
-                 curve: ClientCurve | None = None) -> None:
+    def __init__(self, cfg: NodeConfig, incarnation: str, connect: Callable[[], BootstrapClient]) -> None:
         self.cfg = cfg
-        self.curve = curve
+        self.connect = connect  # a client of its own: ZeroMQ sockets belong to one thread
         self.incarnation = incarnation
         self._fields: dict[str, Any] = {"round": 0, "state": "training"}
         self._lock = threading.Lock()
@@ -58,8 +58,7 @@ class Heartbeat:
         self._thread.join(timeout=self.cfg.bootstrap_timeout * self.cfg.bootstrap_retries + 2)
 
     def _loop(self) -> None:
-        client = BootstrapClient(self.cfg.bootstrap, timeout=self.cfg.bootstrap_timeout,
-                                 retries=self.cfg.bootstrap_retries, curve=self.curve)
+        client = self.connect()
         try:
             while True:
                 self._send(client)

@@ -13,7 +13,7 @@ from peernet.core.mixing import consensus_distance
 from peernet.core.topology import Topology
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.checkpoint import CHECKPOINT_NAME
-from peernet.sim.tasks import ImageTask, make_task
+from peernet.tasks import ImageTask, make_task
 
 
 def _final_checkpoints(state_dirs: dict[int, Path]) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
 from peernet.sim.blocks import BlockStack
-from peernet.sim.tasks import Task
 from peernet.sim.workers import WorkerPool
+from peernet.tasks import Task
 
 Mode = Literal["auto", "vectorized", "loop"]
 MODES = ("auto", "vectorized", "loop")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from peernet.config import RunSettings, resolve_topology
+from peernet.config import RunSettings, eval_interval, resolve_topology, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
@@ -20,21 +20,10 @@ from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.progress import Progress
 from peernet.sim.engine import Mode, Simulator
-from peernet.sim.tasks import make_task
+from peernet.tasks import make_task
 
 SUMMARY_KEYS = ("algorithm", "nodes", "rounds", "wall_seconds", "mean_test_accuracy",
                 "averaged_model_test_accuracy", "consensus_distance")
-
-
-def total_rounds(settings: RunSettings, rounds_per_epoch: int) -> int:
-    """``rounds`` if set, else ``epochs`` × the mean shard's batches per epoch (at least one round)."""
-    if settings.rounds is not None:
-        return settings.rounds
-    return max(1, math.ceil(settings.epochs * rounds_per_epoch))
-
-
-def eval_interval(settings: RunSettings, rounds: int) -> int:
-    return settings.eval_every or max(1, rounds // 10)
 
 
 def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, mode: Mode = "auto",

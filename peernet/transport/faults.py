@@ -7,11 +7,11 @@ import itertools
 import math
 import random
 import time
-import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from peernet.config import from_mapping
 from peernet.errors import ConfigError, TransportError
 
 if TYPE_CHECKING:  # peernet.transport's __init__ may one day import this module: no runtime import cycle
@@ -103,55 +103,32 @@ class FaultConfig:
         """Parse ``[faults]``; ``[faults.peers.N]`` overrides only the keys it names. Errors name file and key."""
         data = _table(data, section, source)
         extra = {k: data.pop(k) for k in ("seed", "peers", "partitions") if k in data}
-        default = _parse(FaultSpec, data, section, source, also=", seed, peers, partitions")
+        default = from_mapping(FaultSpec, data, source=source, section=section, also=", partitions, peers, seed")
         peers = {}
         for name, table in _table(extra.get("peers", {}), f"{section}.peers", source).items():
             if not name.isdigit():
                 raise ConfigError("expected a node id (integer >= 0)", file=source, key=f"{section}.peers.{name}")
-            peers[int(name)] = _parse(FaultSpec, table, f"{section}.peers.{name}", source, base=default)
+            peers[int(name)] = from_mapping(FaultSpec, _table(table, f"{section}.peers.{name}", source), source=source,
+                                            section=f"{section}.peers.{name}", base=default)
         parts = extra.get("partitions", [])
         if not isinstance(parts, list):
             raise ConfigError("expected [[faults.partitions]] tables", file=source, key=f"{section}.partitions")
-        return cls(seed=_value(extra.get("seed", 0), int, f"{section}.seed", source), default=default, peers=peers,
-                   partitions=tuple(_parse(Partition, t, f"{section}.partitions[{i}]", source)
+        seed = from_mapping(_Seed, {"seed": extra.get("seed", 0)}, source=source, section=section).seed
+        return cls(seed=seed, default=default, peers=peers,
+                   partitions=tuple(from_mapping(Partition, _table(t, f"{section}.partitions[{i}]", source),
+                                                 source=source, section=f"{section}.partitions[{i}]")
                                     for i, t in enumerate(parts)))
+
+
+@dataclass(frozen=True)
+class _Seed:
+    seed: int = 0
 
 
 def _table(data: Any, key: str, source: str | None) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a table, got {type(data).__name__}", file=source, key=key)
     return {str(k): v for k, v in data.items()}
-
-
-def _value(value: Any, hint: Any, key: str, source: str | None) -> Any:
-    """Check one TOML value against a field's annotation (TOML arrays become the dataclass's tuples)."""
-    if hint == tuple[float, float] and isinstance(value, list) and len(value) == 2:
-        return tuple(_value(v, float, key, source) for v in value)
-    if hint == tuple[frozenset[int], ...] and isinstance(value, list) and all(isinstance(g, list) for g in value):
-        return tuple(frozenset(_value(n, int, key, source) for n in g) for g in value)
-    number = int if hint in (int, int | None) else float if hint in (float, float | None) else None
-    if number is not None and isinstance(value, int if number is int else int | float) and type(value) is not bool:
-        return number(value)
-    want = {tuple[float, float]: "[low, high]", tuple[frozenset[int], ...]: "a list of lists of node ids"}.get(
-        hint, f"{'an integer' if number is int else 'a number'}")
-    raise ConfigError(f"expected {want}, got {type(value).__name__} {value!r}", file=source, key=key)
-
-
-def _parse(cls: type[T], data: Any, prefix: str, source: str | None, base: T | None = None, also: str = "") -> T:
-    """Build dataclass ``cls`` (or override ``base``) from a table, naming file and dotted key on any error."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for raw, value in _table(data, prefix, source).items():
-        key, dotted = raw.replace("-", "_"), f"{prefix}.{raw}"  # like every peernet config: `_` or `-`
-        if key not in hints:
-            raise ConfigError(f"unknown key; allowed keys: {', '.join(hints)}{also}", file=source, key=dotted)
-        kwargs[key] = _value(value, hints[key], dotted, source)
-    if base is None and "groups" in hints and "groups" not in kwargs:
-        raise ConfigError("missing required key", file=source, key=f"{prefix}.groups")
-    try:
-        return replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
-    except ConfigError as exc:  # the dataclass knows the bad key, the caller knows the file and the section
-        raise ConfigError(exc.reason, file=source, key=f"{prefix}.{exc.key}" if exc.key else prefix) from None
 
 
 class FaultyTransport:

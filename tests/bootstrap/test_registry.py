@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from peernet.bootstrap.config import BootstrapConfig, load_bootstrap_config
-from peernet.bootstrap.registry import Refused, Registry, run_fingerprint
-from peernet.config import load_run_settings, resolve_topology
+from peernet.bootstrap.registry import Refused, Registry
+from peernet.config import load_run_settings, resolve_topology, run_fingerprint
 from peernet.core.topology import Topology, generate
 from peernet.errors import ConfigError
 from tests.bootstrap import write_config, write_run

@@ -13,7 +13,7 @@ from peernet.core.topology import generate
 from peernet.errors import AlgorithmError
 from peernet.sim.engine import Simulator
 from peernet.sim.run import run_simulation
-from peernet.sim.tasks import QuadraticTask
+from peernet.tasks import QuadraticTask
 
 W3 = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5]], dtype=torch.float64)
 

@@ -12,7 +12,7 @@ from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.churn import mh_matrix
 from peernet.core.topology import generate
 from peernet.sim.engine import Simulator
-from peernet.sim.tasks import QuadraticTask
+from peernet.tasks import QuadraticTask
 from tests.sim.reference import DenseReference
 
 

@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.topology import generate, mh_weight
 
@@ -193,17 +192,3 @@ def test_edge_use_is_symmetric_and_weights_are_doubly_stochastic() -> None:
     assert edge_weight(b, b, 0.25) == 0.25  # both complete: the topology's own weight
     assert not edge_used(a, Declaration(live=True, epoch=3, degree=2))
     assert not edge_used(a, Declaration(live=False, epoch=2, degree=2))
-
-
-def test_adaptive_deadline_between_floor_and_ceiling() -> None:
-    dl = AdaptiveDeadline(DeadlinePolicy(floor=1.0, ceiling=8.0, factor=10.0, window=5))
-    assert dl.current() == 8.0  # nothing measured yet: patient
-    for _ in range(5):
-        dl.record(0.01)
-    assert dl.current() == 1.0  # fast rounds: the floor
-    for _ in range(5):
-        dl.record(0.5)
-    assert dl.current() == 5.0  # 10 × median
-    for _ in range(5):
-        dl.record(3.0)
-    assert dl.current() == 8.0  # capped

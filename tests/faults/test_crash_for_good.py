@@ -11,7 +11,7 @@ from peernet.config import RunSettings
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.launcher import LocalCluster
 from peernet.node.results import final_params
-from peernet.sim.tasks import make_task
+from peernet.tasks import make_task
 from tests.node.conftest import make_cluster as make_cluster
 from tests.node.conftest import wait_for_round
 

@@ -7,8 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from peernet.bootstrap.registry import run_fingerprint
-from peernet.config import RunSettings, load_run_settings, resolve_topology
+from peernet.config import RunSettings, load_run_settings, resolve_topology, run_fingerprint
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.checkpoint import load_checkpoint
 from peernet.node.launcher import LocalCluster

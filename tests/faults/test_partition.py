@@ -12,7 +12,7 @@ from peernet.core.mixing import consensus_distance
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.launcher import LocalCluster
 from peernet.node.results import final_params
-from peernet.sim.tasks import make_task
+from peernet.tasks import make_task
 from tests.faults.test_crash_for_good import wait_nodes
 from tests.node.conftest import make_cluster as make_cluster
 

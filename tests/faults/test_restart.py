@@ -7,7 +7,6 @@ import signal
 from collections.abc import Callable
 
 from peernet.config import RunSettings
-from peernet.node.config import rejoin_from_checkpoint
 from peernet.node.launcher import LocalCluster
 from peernet.node.results import merge_run
 from tests.node.conftest import make_cluster as make_cluster
@@ -36,8 +35,3 @@ def test_restart_within_the_deadline_keeps_the_tracker_exact(make_cluster: Calla
     assert s["tracker_sum_error"] <= 1e-9  # float64: a lost flow would leave O(1)
     assert s["distance_to_optimum"] <= 1e-6
 
-
-def test_auto_rejoin_takes_the_checkpoint_only_while_it_is_recent() -> None:
-    assert rejoin_from_checkpoint("auto", 10, 5) and not rejoin_from_checkpoint("auto", 11, 5)
-    assert rejoin_from_checkpoint("auto", 40, 20) and not rejoin_from_checkpoint("auto", 41, 20)
-    assert rejoin_from_checkpoint("checkpoint", 1000, 5) and not rejoin_from_checkpoint("average", 0, 5)

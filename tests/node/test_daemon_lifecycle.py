@@ -63,8 +63,7 @@ def test_sigterm_then_restart_resumes_from_checkpoint_bit_exactly(make_cluster: 
 
 
 def _fingerprint(cluster: LocalCluster) -> str:
-    from peernet.bootstrap.registry import run_fingerprint
-    from peernet.config import load_run_settings, resolve_topology
+    from peernet.config import load_run_settings, resolve_topology, run_fingerprint
 
     s = load_run_settings(cluster.out / "run.toml")
     return run_fingerprint(s, resolve_topology(s))

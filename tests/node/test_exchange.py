@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from peernet.core.deadline import AdaptiveDeadline, DeadlinePolicy
+from peernet.core.rounds import RoundPolicy
 from peernet.node.exchange import CatchUp, Exchange
 from peernet.transport import MemoryHub, MemoryTransport
 from peernet.wire.codec import TensorSpec
@@ -26,9 +26,9 @@ def _pair(*, hwm: int, floor: float) -> tuple[MemoryTransport, MemoryTransport, 
     t1, t2 = MemoryTransport(1, hub, hwm=hwm), MemoryTransport(2, hub, hwm=hwm)
     t1.connect(2, t2.endpoint)
     t2.connect(1, t1.endpoint)
-    policy = DeadlinePolicy(floor=floor, ceiling=1.0)
-    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
-    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, deadline=AdaptiveDeadline(policy))
+    policy = RoundPolicy(floor=floor, ceiling=1.0)
+    one = Exchange(t1, 1, RUN, {2: 0.5}, LAYOUT, policy=policy)
+    two = Exchange(t2, 2, RUN, {1: 0.5}, LAYOUT, policy=policy)
     return t1, t2, one, two
 
 

@@ -17,8 +17,7 @@ import pytest
 import torch
 import zmq
 
-from peernet.bootstrap.registry import run_fingerprint
-from peernet.config import RunSettings, load_run_settings, resolve_topology
+from peernet.config import RunSettings, load_run_settings, resolve_topology, run_fingerprint
 from peernet.node.launcher import LocalCluster
 from peernet.wire.codec import encode, specs_of
 from peernet.wire.messages import CHUNK_BYTES, KINDS, PROTOCOL_VERSION, Header, header_to_wire

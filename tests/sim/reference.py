@@ -17,7 +17,7 @@ import torch
 from peernet.core.algorithms import Algorithm, HyperParams
 from peernet.core.mixing import mix_one
 from peernet.core.topology import Topology, mh_weight
-from peernet.sim.tasks import Task
+from peernet.tasks import Task
 
 
 def one_thread_loop(task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,

@@ -9,7 +9,7 @@ from peernet.config import RunSettings
 from peernet.core.algorithms import ALGORITHMS, HyperParams, get_algorithm
 from peernet.core.topology import generate
 from peernet.sim.engine import Simulator
-from peernet.sim.tasks import ImageTask
+from peernet.tasks import ImageTask
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from peernet.config import RunSettings
 from peernet.core.algorithms import ALGORITHMS, HyperParams, get_algorithm
 from peernet.core.topology import generate
 from peernet.sim.engine import Simulator, choose_mixing, choose_mode
-from peernet.sim.tasks import ImageTask, QuadraticTask
+from peernet.tasks import ImageTask, QuadraticTask
 from tests.sim.reference import one_thread_loop
 
 

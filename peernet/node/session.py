@@ -1,0 +1,52 @@
+"""Everything one run of a daemon holds between its phases (build, start, train, finish, close)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from peernet.bootstrap.client import BootstrapClient
+from peernet.core.algorithms import Algorithm, HyperParams
+from peernet.core.edges import NodeEdges
+from peernet.metrics.jsonl import MetricsWriter
+from peernet.node.exchange import Exchange
+from peernet.node.heartbeat import Heartbeat
+from peernet.tasks import ImageTask, QuadraticTask
+from peernet.transport import Transport
+from peernet.transport.faults import FaultyTransport
+
+
+@dataclass
+class Session:
+    """The mutable state of one daemon run; the phases of NodeDaemon.run pass it along."""
+
+    task: QuadraticTask | ImageTask
+    algorithm: Algorithm
+    hp: HyperParams
+    rounds: int
+    every: int
+    edges: NodeEdges
+    x: torch.Tensor
+    state: dict[str, torch.Tensor]
+    start_round: int
+    crashed: bool
+    resuming: bool
+    transport: Transport
+    faulty: FaultyTransport | None
+    client: BootstrapClient
+    incarnation: str
+    previous: str | None
+    exchange: Exchange
+    metrics: MetricsWriter
+    round: int = 0
+    heartbeat: Heartbeat | None = None
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    catchups: int = 0
+
+    @property
+    def tracker(self) -> torch.Tensor | None:
+        """The rule's tracker (its own name for it), or None for rules without one."""
+        name = self.algorithm.tracker
+        return self.state.get(name) if name else None

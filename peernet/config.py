@@ -291,7 +291,8 @@ def resolve_topology(settings: RunSettings, *, key_files: bool = True) -> Any:
 
     ``key_files=False`` skips the nodes' ``public_key_file`` entries, for callers that need only the graph.
     """
-    from peernet.core.topology import GENERATORS, generate, load_topology
+    from peernet.core.topology import GENERATORS, generate
+    from peernet.topology_files import load_topology
 
     if settings.topology in GENERATORS:
         return generate(settings.topology, settings.nodes, seed=settings.seed)

@@ -28,6 +28,9 @@ PeernetError`` never swallows them):
     BadRequest       a bootstrap request broke the protocol: answered ok=false and counted
     Refused          the bootstrap registry will not honour a request: the reason goes back to the node
 
+    NodeKilled       (a ``BaseException``) an in-process cluster killed this node's thread, as SIGKILL
+                     would a process: no ``except Exception`` on the way may turn it into a clean exit
+
 Every error carries a human-readable message; the CLI prints it and exits non-zero.
 """
 
@@ -122,6 +125,10 @@ class LaunchError(PeernetError):
 
 class RoundAbandoned(Exception):
     """Raised from inside gossip when the node is asked to stop while waiting for neighbours."""
+
+
+class NodeKilled(BaseException):
+    """Raised inside a daemon thread of an in-process cluster that was killed (peernet.node.inproc)."""
 
 
 class CatchUp(Exception):

@@ -30,9 +30,17 @@ def format_summary(summary: dict[str, Any]) -> str:
 @settings_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="directory for settings.json, metrics.jsonl (per round and per evaluation) and summary.json")
-@click.option("--mode", type=click.Choice(["auto", "vectorized", "loop"]), default="auto", show_default=True,
+@click.option("--mode", type=click.Choice(["auto", "vectorized", "loop", "protocol"]), default="auto",
+              show_default=True,
               help="loop: node by node, gradients on worker threads; vectorized: nodes batched in one call; "
-                   "auto: vectorized on a GPU and for the quadratic task, loop for image models on a CPU")
+                   "auto: vectorized on a GPU and for the quadratic task, loop for image models on a CPU; "
+                   "protocol: N real daemons (exchange, deadlines, edge bookkeeping, faults) in one process, "
+                   "deterministic from the seed")
+@click.option("--crash", "crashes", multiple=True, metavar="NODE@ROUND",
+              help="protocol mode: node NODE dies for good after ROUND rounds (repeatable)")
+@click.option("--node-options", type=click.Path(dir_okay=False), default=None,
+              help="protocol mode: TOML file of node config keys for every node (deadline_*, rollback, [faults], "
+                   "...; docs/configuration.md)")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present), cpu, cuda or cuda:N: data, parameters, state and mixing live there")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
@@ -40,8 +48,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @reports_errors
-def simulate(out: str | None, mode: str, device: str, threads: int, as_json: bool, quiet: bool,
-             **kwargs: Any) -> None:
+def simulate(out: str | None, mode: str, crashes: tuple[str, ...], node_options: str | None, device: str,
+             threads: int, as_json: bool, quiet: bool, **kwargs: Any) -> None:
     """Simulate a decentralized run: every node of the topology in one process, same rule code as the daemon.
 
     Example: peernet simulate --algorithm momentum-tracking --topology ring --nodes 8
@@ -51,9 +59,14 @@ def simulate(out: str | None, mode: str, device: str, threads: int, as_json: boo
     from peernet.sim.run import run_simulation
 
     settings = pop_settings(kwargs)
+    if mode != "protocol" and (crashes or node_options):
+        raise click.BadParameter("only with --mode protocol", param_hint="'--crash' / '--node-options'")
     try:
-        summary = run_simulation(settings, out, mode=mode, progress=not quiet,  # type: ignore[arg-type]
-                                 device=device, threads=threads)
+        if mode == "protocol":
+            summary = _protocol(settings, out, _parse_crashes(crashes), node_options, progress=not quiet)
+        else:
+            summary = run_simulation(settings, out, mode=mode, progress=not quiet,  # type: ignore[arg-type]
+                                     device=device, threads=threads)
     except ConfigError as exc:
         if exc.key == "device" and exc.file is None:
             raise click.BadParameter(exc.reason, param_hint="'--device'") from None
@@ -61,3 +74,30 @@ def simulate(out: str | None, mode: str, device: str, threads: int, as_json: boo
     click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _parse_crashes(specs: tuple[str, ...]) -> dict[int, int]:
+    crashes: dict[int, int] = {}
+    for spec in specs:
+        node, sep, round_ = spec.partition("@")
+        if not (sep and node.isdigit() and round_.isdigit()):
+            raise click.BadParameter(f"{spec!r} is not NODE@ROUND (e.g. 3@200)", param_hint="'--crash'")
+        crashes[int(node)] = int(round_)
+    return crashes
+
+
+def _protocol(settings: Any, out: str | None, crashes: dict[int, int], options_file: str | None, *,
+              progress: bool) -> dict[str, Any]:
+    import tempfile
+
+    from peernet.config import read_toml
+    from peernet.sim.protocol import run_protocol
+
+    options = read_toml(options_file) if options_file is not None else {}
+    if out is not None:
+        return run_protocol(settings, out, node_options=options, crashes=crashes, progress=progress,
+                            options_source=options_file)
+    with tempfile.TemporaryDirectory(prefix="peernet-protocol-") as tmp:
+        return run_protocol(settings, tmp, node_options=options, crashes=crashes, progress=progress,
+                            options_source=options_file)
+

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from peernet.cli.common import reports_errors
-from peernet.core.topology import GENERATORS, Topology, generate, load_topology, save_topology
+from peernet.core.topology import GENERATORS, Topology, generate
+from peernet.topology_files import load_topology, save_topology
 
 
 def _summary(topo: Topology) -> dict[str, Any]:

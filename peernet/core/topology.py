@@ -16,8 +16,8 @@ A topology file (full reference in docs/topology.md)::
 Every defect (unknown node, self-loop, duplicate edge or node, disconnected graph, bad explicit weights,
 unknown keys, wrong types) raises TopologyError naming the file, the key and the problem.
 
-TOML reading and writing live in ``topology_io`` and the validation helpers in ``topology_check``; the
-public I/O functions (parse_topology, load_topology, save_topology) are re-exported here.
+The validation helpers live in ``topology_check``; reading and writing topology files (TOML, key files)
+is I/O and lives outside core, in ``peernet.topology_files``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import numpy as np
 from peernet.core.topology_check import STOCHASTIC_TOL as STOCHASTIC_TOL
 from peernet.core.topology_check import _canonical_edges, _canonical_explicit, _check_connected, _ids, _is_int
 from peernet.core.topology_gen import GENERATORS, generator_edges
-from peernet.core.topology_io import load_topology, parse_topology, save_topology, topology_to_toml
 from peernet.errors import TopologyError
 
 if TYPE_CHECKING:
@@ -49,10 +48,7 @@ __all__ = [
     "NodeSpec",
     "Topology",
     "generate",
-    "load_topology",
     "mh_weight",
-    "parse_topology",
-    "save_topology",
 ]
 
 WEIGHT_RULES: tuple[str, ...] = ("metropolis-hastings", "uniform", "explicit")
@@ -272,9 +268,6 @@ class Topology:
         }
         return hashlib.sha256(json.dumps(canon, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
 
-    def to_toml(self) -> str:
-        """The TOML file form; ``parse_topology(tomllib.loads(t.to_toml())) == t``."""
-        return topology_to_toml(self)
 
     def with_keys(self, keys: Mapping[int, str]) -> Topology:
         """A copy whose nodes carry the given CURVE public keys (nodes not in ``keys`` keep theirs)."""

@@ -42,7 +42,7 @@ from peernet.node.wiring import Wiring
 from peernet.security.zap import warn_if_exposed
 from peernet.tasks import ImageTask, QuadraticTask, make_task
 from peernet.transport import Transport
-from peernet.transport.faults import FaultyTransport
+from peernet.transport.faults import INJECTED_KEYS, FaultyTransport
 from peernet.wire.messages import TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -56,6 +56,8 @@ class NodeDaemon:
         self.fresh = fresh
         self.wiring = wiring if wiring is not None else Wiring()
         self.policy = cfg.round_policy()
+        self.round = 0  # the last round finished, for whoever embeds the daemon (wait_round)
+        self._progress = threading.Condition()
         self.settings: RunSettings = load_run_settings(cfg.run)
         self.topology = resolve_topology(self.settings)
         self.index = self.topology.index_of(cfg.id)
@@ -75,6 +77,16 @@ class NodeDaemon:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def _advance(self, round_: int) -> None:
+        with self._progress:
+            self.round = round_
+            self._progress.notify_all()
+
+    def wait_round(self, round_: int, timeout: float) -> bool:
+        """Block until this daemon has finished ``round_`` (True) or ``timeout`` seconds passed (False)."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.round >= round_, timeout)
 
     # -- phases --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -148,7 +160,7 @@ class NodeDaemon:
         if self.cfg.faults is None:
             return transport, None
         log.warning("fault injection is on: %s", self.cfg.faults)
-        faulty = FaultyTransport(transport, self.cfg.faults)
+        faulty = FaultyTransport(transport, self.cfg.faults, clock=self.wiring.clock)
         return faulty, faulty
 
     def start(self, s: Session) -> bool:
@@ -176,8 +188,9 @@ class NodeDaemon:
             self._checkpoint(s, clean=False)  # never older than the interval, even now
         log.info("started: %d rounds, neighbours %s, device %s, %s", s.rounds, sorted(self.neighbours), self.device,
                  "CURVE" if keys else "no CURVE")
+        self._advance(s.round)
         s.metrics.write({"event": "start", "round": s.round, "time": time.time(), "incarnation": s.incarnation,
-                         "resumed_from": s.start_round, "rejoined": s.crashed})
+                         "resumed_from": s.start_round, "rejoined": s.crashed, "parameters_from": s.rejoin_source})
         return True
 
     def train(self, s: Session) -> None:
@@ -212,6 +225,7 @@ class NodeDaemon:
             return True
         s.edges.settle(s.tracker)
         s.round += 1
+        self._advance(s.round)
         stats = s.transport.stats
         s.metrics.write({"event": "round", "round": s.round, "loss": loss, "compute_s": compute,
                          "wait_s": ex.wait_seconds - before[0], "mix_s": ex.mix_seconds - before[1],
@@ -238,7 +252,9 @@ class NodeDaemon:
         s.exchange.hello(s.round, s.transport.endpoint, reset=True)
         before = s.round
         s.round, s.x = self._rejoin(s, s.round)
-        s.metrics.write({"event": "catchup", "round": before, "to": s.round, "time": time.time()})
+        self._advance(s.round)
+        s.metrics.write({"event": "catchup", "round": before, "to": s.round, "parameters_from": s.rejoin_source,
+                         "time": time.time()})
         self._checkpoint(s, clean=False)
 
     def finish(self, s: Session) -> dict[str, Any]:
@@ -255,9 +271,10 @@ class NodeDaemon:
         summary = {**self._summary(s), "final_round": s.round, "finished": finished, "dropped": dict(ex.dropped),
                    "max_rss_mb": peak_rss_mb(), "ignored": dict(ex.ignored), "faulty_neighbours": dict(ex.faulty),
                    "timeouts": dict(ex.timeouts), "rollbacks": s.edges.rollbacks, "catchups": s.catchups,
-                   "rejoined": s.crashed, "max_wait_s": ex.max_wait,
+                   "rejoined": s.crashed, "parameters_from": s.rejoin_source, "max_wait_s": ex.max_wait,
                    **{k: v for k, v in s.last_eval.items() if k not in ("event", "params")},
-                   **_counters(s.transport.stats)}
+                   **_counters(s.transport.stats),
+                   "injected": {k: s.faulty.stats[k] for k in INJECTED_KEYS} if s.faulty is not None else {}}
         write_atomic(self.state_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         s.metrics.write({"event": "exit", "round": s.round, "finished": finished, "dropped": dict(ex.dropped),
                          "time": time.time()})
@@ -319,6 +336,7 @@ class NodeDaemon:
             for value in s.state.values():  # the old momentum belongs to the old model: start afresh at the new one
                 value.zero_()
         s.edges.restart(s.tracker)
+        s.rejoin_source = "average" if average else "checkpoint"
         exchange.skip_to(r)
         exchange.latest.clear()
         log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,

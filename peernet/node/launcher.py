@@ -20,12 +20,13 @@ from typing import IO, Any
 
 from peernet.bootstrap.client import ClientCurve
 from peernet.config import RunSettings, resolve_topology
-from peernet.core.topology import Topology, save_topology
+from peernet.core.topology import Topology
 from peernet.errors import LaunchError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.metrics.progress import Progress
 from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY, node_key_name
 from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_keypairs, load_public_key, load_secret_key
+from peernet.topology_files import save_topology
 
 
 def _toml_value(value: Any) -> str:

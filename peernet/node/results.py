@@ -55,7 +55,14 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
     payloads = _final_checkpoints(state_dirs)  # read once: parameters and trackers
     X = _stacked_params(payloads)
     task = make_task(settings, topology.n)
-    ev = task.evaluate(X) if settings.dataset == "quadratic" else None
+    nodes = sorted(state_dirs)
+    everyone = nodes == list(range(topology.n))
+    ev = None
+    if settings.dataset == "quadratic":
+        # After a crash for good, only the survivors' models exist: their distance is to *their* optimum.
+        problem = task.problem  # type: ignore[union-attr]
+        target = None if everyone else problem.optimum_of(nodes, settings.weight_decay)
+        ev = {"distance_to_optimum": problem.distance_to_optimum(X, optimum=target)}
     summary: dict[str, Any] = {
         "algorithm": settings.algorithm,
         "nodes": topology.n,

@@ -44,6 +44,8 @@ class Session:
     heartbeat: Heartbeat | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
     catchups: int = 0
+    #: Where the parameters came from at the last rejoin: "checkpoint" or "average" (None: never rejoined).
+    rejoin_source: str | None = None
 
     @property
     def tracker(self) -> torch.Tensor | None:

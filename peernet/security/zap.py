@@ -106,7 +106,7 @@ class ZapHandler:
 def is_loopback(address: str) -> bool:
     """True when ``address`` (a bind address or endpoint) is only reachable from this machine."""
     scheme, sep, rest = address.partition("://")
-    if not sep or scheme in ("ipc", "inproc"):
+    if not sep or scheme in ("ipc", "inproc", "mem"):  # mem: peernet's in-process transport
         return True
     host = rest.rpartition(":")[0] if ":" in rest else rest
     host = host.split(";")[-1]  # tcp://source;host:port binds to host

@@ -240,17 +240,18 @@ class FaultyTransport:
 
     def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
         """Wait up to ``timeout`` seconds for one message, releasing delayed outgoing ones on time meanwhile."""
-        # The caller's timeout is real time; the fault schedule follows self._clock (a test may fake it).
-        deadline = time.monotonic() + max(timeout, 0.0)
+        # Timeouts and the fault schedule both follow self._clock: the daemon passes its own (virtual time
+        # in the protocol simulator, where the inner transport's waits advance that clock).
+        deadline = self._clock() + max(timeout, 0.0)
         while True:
             self.pump()
-            wait = deadline - time.monotonic()
+            wait = deadline - self._clock()
             due = min([h[0] for h in self._held.values()] + [m[0] for m in self._heap[:1]], default=None)
             if due is not None:
                 wait = min(wait, due - self._clock())
             got = self.inner.recv(max(wait, 0.0))
             self.stats.update(self.inner.stats)
-            if got is not None or time.monotonic() >= deadline:
+            if got is not None or self._clock() >= deadline:
                 return got
 
     def in_flight(self) -> int:

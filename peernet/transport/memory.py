@@ -137,6 +137,11 @@ class MemoryTransport:
                     return None
                 self._cond.wait(remaining)
 
+    def pending(self) -> bool:
+        """Whether a message is waiting to be received (what a scheduler waiting on us needs to know)."""
+        with self._cond:
+            return bool(self._inbox)
+
     def close(self) -> None:
         """Leave the hub and drop queued messages; safe to call twice. A blocked ``recv`` raises TransportError."""
         with self._cond:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
+from peernet.topology_files import save_topology
 
 
 def write_run(directory: Path, n: int = 3, seed: int = 0) -> Path:

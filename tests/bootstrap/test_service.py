@@ -16,9 +16,10 @@ import zmq
 from peernet.bootstrap.client import BootstrapClient, ClientCurve, new_incarnation
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
 from peernet.errors import BootstrapRejected, BootstrapUnavailable, ConfigError, TransportError
 from peernet.security.keys import ensure_keypairs, load_public_key, load_secret_key
+from peernet.topology_files import save_topology
 from tests.bootstrap import write_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,8 +20,9 @@ from peernet.bootstrap.client import BootstrapClient
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
 from peernet.cli.bootstrap_cmd import bootstrap, format_status, human_bytes, status
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
 from peernet.security.keys import ensure_keypairs
+from peernet.topology_files import save_topology
 from tests.bootstrap import write_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -107,3 +107,38 @@ def test_simulate_summary_says_which_mode_device_and_threads_ran() -> None:
     summary = _last_json(res.output)
     assert (summary["mode"], summary["device"], summary["threads"]) == ("vectorized", "cpu", 1)
     assert summary["peak_rss_mb"] > 0
+
+
+def test_protocol_mode_with_a_crash_and_node_options(tmp_path: Path) -> None:
+    options = tmp_path / "node.toml"
+    options.write_text("deadline_floor = 0.5\n[faults]\nduplicate = 0.1\nseed = 2\n")
+    res = CliRunner().invoke(main, ["simulate", "--mode", "protocol", "--dataset", "quadratic", "--nodes", "6",
+                                    "--rounds", "150", "--crash", "2@50", "--node-options", str(options),
+                                    "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = _last_json(res.output)
+    assert summary.keys() >= KEYS
+    assert summary["mode"] == "protocol" and summary["crashed"] == [2] and summary["finished_nodes"] == 5
+    assert summary["survivors"] == [0, 1, 3, 4, 5] and summary["timeouts"] >= 2  # both neighbours excluded it
+    assert summary["tracker_sum_error"] <= 1e-9
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--mode", "loop", "--crash", "1@5"], "only with --mode protocol"),
+    (["--mode", "protocol", "--crash", "1x"], "is not NODE@ROUND"),
+    (["--mode", "protocol", "--crash", "99@5"], "not in the topology"),
+])
+def test_protocol_options_are_checked(args: list[str], needle: str) -> None:
+    res = CliRunner().invoke(main, ["simulate", "--dataset", "quadratic", "--rounds", "5", "--quiet", *args])
+    assert res.exit_code != 0 and needle in res.output, res.output
+
+
+@pytest.mark.parametrize(("text", "key"), [("id = 3\n", "id"), ("deadline_floor = -1\n", "deadline_floor"),
+                                           ("[faults]\ndrop = 2.0\n", "faults.drop")])
+def test_bad_node_options_file_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    options = tmp_path / "node.toml"
+    options.write_text(text)
+    res = CliRunner().invoke(main, ["simulate", "--mode", "protocol", "--dataset", "quadratic", "--rounds", "5",
+                                    "--quiet", "--node-options", str(options)])
+    assert res.exit_code != 0 and str(options) in res.output and f"'{key}'" in res.output, res.output
+    assert "Traceback" not in res.output

@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from peernet.cli.topology_cmd import topology_group
-from peernet.core.topology import load_topology
 from peernet.security.keys import create_keypairs, load_public_key
+from peernet.topology_files import load_topology
 
 
 def test_generate_then_check(tmp_path: Path) -> None:

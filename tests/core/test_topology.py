@@ -13,18 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peernet.core.topology import (
-    GENERATORS,
-    NodeSpec,
-    Topology,
-    generate,
-    load_topology,
-    mh_weight,
-    parse_topology,
-    save_topology,
-)
+from peernet.core.topology import GENERATORS, NodeSpec, Topology, generate, mh_weight
 from peernet.errors import ConfigError, TopologyError
 from peernet.security.keys import ensure_keypairs
+from peernet.topology_files import load_topology, parse_topology, save_topology, topology_to_toml
 
 KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # a valid z85 CURVE public key (40 chars)
 
@@ -69,7 +61,7 @@ def test_generated_graphs_are_connected_with_symmetric_doubly_stochastic_w(
     assert np.allclose(w.sum(axis=1), 1.0, atol=1e-12, rtol=0)
     assert (w >= 0).all()
     assert 0.0 <= t.spectral_gap() <= 1.0
-    assert parse_topology(tomllib.loads(t.to_toml())) == t
+    assert parse_topology(tomllib.loads(topology_to_toml(t))) == t
 
 
 @pytest.mark.parametrize(
@@ -189,7 +181,7 @@ def test_explicit_weights_derive_self_weights_and_round_trip() -> None:
     t = parse_topology(explicit_ring4())
     assert t.weight(0, 3) == 0.25 and t.weight(2, 2) == 0.5
     assert (0, 0, 0.5) in t.explicit and (0, 3, 0.25) in t.explicit
-    assert parse_topology(tomllib.loads(t.to_toml())) == t
+    assert parse_topology(tomllib.loads(topology_to_toml(t))) == t
     both_ways = explicit_ring4(
         explicit_weights=[*explicit_ring4()["explicit_weights"], [1, 0, 0.25], [2, 2, 0.5]]
     )
@@ -312,7 +304,7 @@ def test_save_load_round_trip_with_endpoints_and_keys(tmp_path: Path) -> None:
 
 
 def test_to_toml_puts_edges_before_node_tables() -> None:
-    text = generate("ring", 3).to_toml()
+    text = topology_to_toml(generate("ring", 3))
     assert text.index("edges = [") < text.index("[[nodes]]")
     assert 'name = "ring-3"' in text and 'weights = "metropolis-hastings"' in text
 
@@ -365,7 +357,7 @@ def test_public_key_file_is_read_relative_to_the_topology_file(tmp_path: Path) -
                     f'[[nodes]]\nid = 2\npublic_key = "{KEY}"\n')
     topo = load_topology(path)
     assert [s.public_key for s in topo.nodes] == [keys["node0"].decode(), keys["node1"].decode(), KEY]
-    assert parse_topology(tomllib.loads(topo.to_toml())) == topo  # saved inline, loaded back the same
+    assert parse_topology(tomllib.loads(topology_to_toml(topo))) == topo  # saved inline, loaded back the same
     assert all(s.public_key is None for s in topo.without_keys().nodes)
     assert topo.without_keys().fingerprint() == topo.fingerprint()
     (tmp_path / "cluster" / "keys" / "node0.key").unlink()

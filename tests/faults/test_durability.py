@@ -11,8 +11,7 @@ from peernet.config import RunSettings, load_run_settings, resolve_topology, run
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.checkpoint import load_checkpoint
 from peernet.node.launcher import LocalCluster
-from tests.node.conftest import make_cluster as make_cluster
-from tests.node.conftest import wait_for_round
+from tests.clusters import wait_for_round
 
 KILLS = 20
 EVERY = 2

@@ -8,37 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from peernet.config import RunSettings
 from peernet.node.checkpoint import load_checkpoint
 from peernet.node.launcher import LocalCluster, write_toml
-from peernet.node.results import final_params
 from peernet.security.keys import ensure_keypairs, load_public_key, load_secret_key
-from peernet.sim.run import run_simulation
-from tests.node.conftest import run_cli, wait_all, wait_for_round
-
-LENET = dict(dataset="fashion-mnist", model="lenet", nodes=4, topology="ring", batch_size=32, lr=0.01,
-             eval_samples=500)
-
-
-def _reference(settings: RunSettings, tmp_path: Path) -> torch.Tensor:
-    """The same run in the per-node simulator loop, which computes exactly like the daemons.
-
-    With one torch thread, as each daemon has: float32 convolutions split over two threads sum in
-    another order (measured: 2e-3 apart after 80 rounds), and bit-exactness is the point here.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_simulation(settings, tmp_path / "reference", mode="loop", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return torch.load(tmp_path / "reference" / "final_params.pt", weights_only=True)["params"]
-
-
-def _params(cluster: LocalCluster) -> torch.Tensor:
-    return final_params({i: cluster.state_dir(i) for i in cluster.topology.ids})
+from tests.clusters import LENET, params, reference, run_cli, wait_all, wait_for_round
 
 
 @pytest.mark.slow
@@ -59,7 +34,7 @@ def test_sigterm_then_restart_resumes_from_checkpoint_bit_exactly(make_cluster: 
     assert all(s["finished"] and s["final_round"] == 80 for s in summaries)
     assert summaries[1]["resumed_from"] == ckpt.round
     # Interrupting and resuming changed nothing: the result equals an uninterrupted run.
-    assert float((_params(cluster) - _reference(settings, tmp_path)).abs().max()) <= 1e-6
+    assert float((params(cluster) - reference(settings, tmp_path)).abs().max()) <= 1e-6
 
 
 def _fingerprint(cluster: LocalCluster) -> str:
@@ -86,7 +61,8 @@ def test_killing_the_bootstrap_after_start_does_not_stop_training(make_cluster: 
 def _register_stranger(cluster: LocalCluster, tmp_path: Path, node_id: int, run_overrides: dict[str, Any],
                        topology_nodes: int | None = None) -> Any:
     """Start a node process whose own run settings differ as given; return the finished process."""
-    from peernet.core.topology import generate, save_topology
+    from peernet.core.topology import generate
+    from peernet.topology_files import save_topology
 
     d = tmp_path / f"stranger{node_id}"
     d.mkdir()

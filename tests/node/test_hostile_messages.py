@@ -16,8 +16,7 @@ from peernet.config import RunSettings, load_run_settings, resolve_topology, run
 from peernet.node.launcher import LocalCluster
 from peernet.wire.codec import encode, specs_of
 from peernet.wire.messages import PROTOCOL_VERSION, Header, header_to_wire
-from tests.node.conftest import wait_all, wait_for_round
-from tests.node.test_daemon_lifecycle import LENET, _params, _reference
+from tests.clusters import LENET, params, reference, wait_all, wait_for_round
 
 ATTACKER_ID = b"99"  # not a member of the topology
 
@@ -108,7 +107,7 @@ def test_node_survives_malformed_messages(make_cluster: Any, tmp_path: Path) -> 
     log = (cluster.out / "node0.log").read_text()
     assert "invalid messages dropped so far; latest from 99" in log  # the (rate-limited) warning names the sender
     # And the run's result is exactly the undisturbed one.
-    assert float((_params(cluster) - _reference(settings, tmp_path)).abs().max()) <= 1e-6
+    assert float((params(cluster) - reference(settings, tmp_path)).abs().max()) <= 1e-6
 
 
 def _lenet_dim() -> int:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from peernet.node.results import final_params
-from tests.node.conftest import last_json, run_cli
+from tests.clusters import last_json, run_cli
 
 
 def _local(tmp_path: Path, name: str, args: list[str]) -> tuple[dict, torch.Tensor]:

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from peernet.config import load_run_settings, resolve_topology
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
 from peernet.errors import BootstrapUnavailable, ConfigError
 from peernet.node.config import load_node_config
 from peernet.node.curve import NodeKeys, load_node_keys
 from peernet.node.daemon import NodeDaemon
 from peernet.node.launcher import write_toml
 from peernet.security.keys import ensure_keypairs
+from peernet.topology_files import save_topology
 from tests.bootstrap import write_run
 
 NAMES = ["node0", "node1", "node2", "node3", "bootstrap", "operator"]

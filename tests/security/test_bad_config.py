@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from peernet.cli import main
-from tests.node.conftest import run_cli
+from tests.clusters import run_cli
 
 # A valid 4-node ring and run: every case below breaks exactly one thing in this set of files.
 RING4 = 'name = "ring-4"\nedges = [[0, 1], [1, 2], [2, 3], [0, 3]]\n' + "".join(

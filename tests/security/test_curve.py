@@ -13,15 +13,16 @@ import zmq
 from peernet.bootstrap.client import BootstrapClient, ClientCurve
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
 from peernet.errors import BootstrapRejected, BootstrapUnavailable
 from peernet.node.exchange import Exchange
 from peernet.node.results import final_params
+from peernet.topology_files import save_topology
 from peernet.transport import CurveKeys, ZmqTransport
 from peernet.wire.codec import encode, specs_of
 from peernet.wire.messages import PROTOCOL_VERSION, Header, TensorSpec
 from tests.bootstrap import write_config
-from tests.node.conftest import last_json, run_cli
+from tests.clusters import last_json, run_cli
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")]
 

@@ -17,9 +17,7 @@ from peernet.metrics.jsonl import read_jsonl
 from peernet.node.launcher import LocalCluster
 from peernet.wire.codec import encode, specs_of
 from peernet.wire.messages import PROTOCOL_VERSION, Header, header_to_wire
-from tests.node.conftest import make_cluster as make_cluster  # the fixture of tests/node, shared here
-from tests.node.conftest import wait_all
-from tests.node.test_daemon_lifecycle import LENET, _params
+from tests.clusters import LENET, params, wait_all
 from tests.security.test_live_fuzz import _dim, _endpoint
 
 ROUNDS = 100
@@ -156,4 +154,4 @@ def test_a_flood_does_not_delay_the_rounds_beyond_the_floor(make_cluster: Any) -
     assert sum(flood_waits) - sum(base_waits) <= ROUNDS * PER_ROUND_FLOOR, report
     assert max(flood_waits) <= max(base_waits) + ROUND_FLOOR, report
     # Nor did it change anything: the flooded run ends with the same parameters as the quiet one.
-    assert float((_params(flooded) - _params(baseline)).abs().max()) <= 1e-6
+    assert float((params(flooded) - params(baseline)).abs().max()) <= 1e-6

@@ -10,10 +10,11 @@ import pytest
 import zmq
 import zmq.auth
 
-from peernet.core.topology import generate, save_topology
+from peernet.core.topology import generate
 from peernet.errors import ConfigError
 from peernet.security.cluster import keygen_cluster
 from peernet.security.keys import create_keypairs, ensure_keypairs, load_public_key, load_secret_key
+from peernet.topology_files import save_topology
 from tests.bootstrap import write_run
 
 

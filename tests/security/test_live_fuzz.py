@@ -21,9 +21,7 @@ from peernet.config import RunSettings, load_run_settings, resolve_topology, run
 from peernet.node.launcher import LocalCluster
 from peernet.wire.codec import encode, specs_of
 from peernet.wire.messages import CHUNK_BYTES, KINDS, PROTOCOL_VERSION, Header, header_to_wire
-from tests.node.conftest import make_cluster as make_cluster  # the fixture of tests/node, shared here
-from tests.node.conftest import wait_all, wait_for_round
-from tests.node.test_daemon_lifecycle import LENET, _params, _reference
+from tests.clusters import LENET, params, reference, wait_all, wait_for_round
 
 SEED = 20240611
 # Node 0 takes the attacker's messages only while it polls for its neighbours' (ROUTER fair queueing gives the
@@ -407,7 +405,7 @@ def test_node_survives_a_thousand_random_malformed_messages(make_cluster: Any, t
     growth = peak - baseline
     assert growth < RSS_BOUND_MB, f"node 0 RSS grew from {baseline:.0f} MB to {peak:.0f} MB under attack: {trace}"
     # And training was not disturbed at all: the same parameters as an unattacked run.
-    diff = float((_params(cluster) - _reference(settings, tmp_path)).abs().max())
+    diff = float((params(cluster) - reference(settings, tmp_path)).abs().max())
     assert math.isfinite(diff) and diff <= 1e-6, diff
     print(f"\nfuzz: {MESSAGES} messages ({sent_bytes / 1e6:.0f} MB) + {bulk_sent} bulk, families {dict(sent)}; "
           f"dropped {dropped}; RSS {baseline:.0f} -> peak {peak:.0f} MB (+{growth:.0f}); unattacked nodes: "

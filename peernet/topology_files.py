@@ -6,13 +6,12 @@ import difflib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peernet.atomic import write_atomic
+from peernet.core.topology import NodeSpec, Topology
 from peernet.errors import ConfigError, TopologyError
-
-if TYPE_CHECKING:
-    from peernet.core.topology import Topology
+from peernet.security.keys import load_public_key
 
 _TOP_KEYS = ("name", "weights", "edges", "explicit_weights", "nodes")
 _NODE_KEYS = ("id", "endpoint", "public_key", "public_key_file")
@@ -73,8 +72,6 @@ def _reject_unknown(
 
 def _key_from_file(raw: Mapping[str, Any], base_dir: Path | None, source: str, where: str) -> str:
     """The public key a node's ``public_key_file`` names (relative to the topology file's directory)."""
-    from peernet.security.keys import load_public_key
-
     name = raw["public_key_file"]
     if "public_key" in raw:
         raise TopologyError("give public_key or public_key_file, not both", file=source, key=f"{where}.public_key_file")
@@ -96,7 +93,6 @@ def parse_topology(data: Mapping[str, Any], source: str = "<topology>", *, base_
     ``public_key``; with ``key_files=False`` it is skipped (to read a graph whose keys do not exist yet).
     """
     base_dir = None if base_dir is None else Path(base_dir)
-    from peernet.core.topology import NodeSpec, Topology  # lazy: topology.py imports this module
 
     if not isinstance(data, Mapping):
         raise TopologyError(f"a topology must be a table, got {type(data).__name__}", file=source)
@@ -152,8 +148,8 @@ def load_topology(path: str | Path, *, key_files: bool = True) -> Topology:
 
 
 def save_topology(topo: Topology, path: str | Path) -> None:
-    """Write ``topo.to_toml()`` atomically: a reader sees the old file or the new one, never half of it."""
+    """Write ``topology_to_toml(topo)`` atomically: a reader sees the old file or the new one, never half of it."""
     try:
-        write_atomic(path, topo.to_toml())
+        write_atomic(path, topology_to_toml(topo))
     except OSError as exc:
         raise TopologyError(f"cannot write file: {exc.strerror or exc}", file=str(path)) from None

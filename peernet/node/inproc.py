@@ -1,0 +1,259 @@
+"""A whole run in one process: the bootstrap and N daemons as threads, the daemons over an in-memory network.
+
+The daemons are the real ones (peernet.node.daemon) with a MemoryTransport on one MemoryHub instead of
+ZeroMQ; the bootstrap is the real service, on a loopback port. Faults are the daemon's own
+fault-injecting transport ([faults] in the node options); ``kill`` ends a node as SIGKILL would a process
+(no clean checkpoint, no bye, its endpoint gone at once). What only processes show (signals, namespaces,
+SSH) stays in the real-process tests; everything else runs here in seconds (docs/design.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from peernet.bootstrap.client import BootstrapClient, ClientCurve
+from peernet.bootstrap.config import load_bootstrap_config
+from peernet.bootstrap.service import BootstrapService
+from peernet.config import RunSettings, from_mapping
+from peernet.errors import BootstrapUnavailable, ConfigError, LaunchError, NodeKilled, TransportError
+from peernet.node.config import NodeConfig
+from peernet.node.daemon import NodeDaemon
+from peernet.node.launcher import LocalCluster
+from peernet.node.wiring import Wiring
+from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Transport
+from peernet.transport.faults import FaultConfig
+
+log = logging.getLogger("peernet.inproc")
+
+
+#: Node config keys an in-process run sets itself; options may not override them.
+RESERVED = ("id", "run", "listen", "advertise", "bootstrap", "state_dir", "secret_key", "bootstrap_public_key",
+            "bootstrap_public_key_file")
+
+
+def build_node_config(out: Path, state_dir: Path, node_id: int, bootstrap: str, options: Mapping[str, Any], *,
+                      source: str | None = None) -> NodeConfig:
+    """A node config for an in-process run: ``mem://<id>``, the run directory's run.toml, ``options`` parsed
+    (and checked) as the keys of a node TOML file would be, ``[faults]`` included. ``source`` names where the
+    options came from, for error messages."""
+    source = source or f"node {node_id} options"
+    reserved = sorted(set(options) & set(RESERVED))
+    if reserved:
+        raise ConfigError("set by the in-process run itself; leave it out", file=source, key=reserved[0])
+    data = {"id": node_id, "run": str(out / "run.toml"), "listen": f"mem://{node_id}", "bootstrap": bootstrap,
+            "state_dir": str(state_dir), **options}
+    table = data.pop("faults", None)
+    faults = None if table is None else FaultConfig.from_mapping(table, source=source)
+    return dataclasses.replace(from_mapping(NodeConfig, data, source=source), faults=faults)
+
+
+class KillableTransport:
+    """A MemoryTransport that can be killed from another thread: it leaves the hub at once (the neighbours'
+    sends fail, as to a dead process) and every later call in the node's own thread raises NodeKilled."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.node_id = inner.node_id
+        self.endpoint = inner.endpoint
+        self.stats = inner.stats
+        self.killed = threading.Event()
+
+    def kill(self) -> None:
+        self.killed.set()
+        self.inner.close()
+
+    def _check(self) -> None:
+        if self.killed.is_set():
+            raise NodeKilled(f"node {self.node_id} was killed")
+
+    def connect(self, peer_id: int, endpoint: str) -> None:
+        self._check()
+        self.inner.connect(peer_id, endpoint)
+
+    def disconnect(self, peer_id: int) -> None:
+        self._check()
+        self.inner.disconnect(peer_id)
+
+    def send(self, peer_id: int, frames: Sequence[bytes | memoryview]) -> bool:
+        self._check()
+        return self.inner.send(peer_id, frames)
+
+    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+        self._check()
+        try:
+            return self.inner.recv(timeout)
+        except TransportError:
+            self._check()  # closed under us by kill(): that is the kill, not a transport failure
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class KillableClient(BootstrapClient):
+    """A bootstrap client that stops answering once its node is killed (a dead process sends nothing)."""
+
+    def __init__(self, address: str, killed: threading.Event, **kwargs: Any) -> None:
+        super().__init__(address, **kwargs)
+        self.killed = killed
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        if self.killed.is_set():
+            raise BootstrapUnavailable("this node was killed")
+        return super().request(op, **fields)
+
+
+@dataclasses.dataclass
+class NodeThread:
+    """One daemon of the cluster, its thread and how it ended."""
+
+    daemon: NodeDaemon
+    thread: threading.Thread
+    killed: threading.Event
+    ports: dict[str, KillableTransport]  # filled by the transport factory when the daemon builds
+    summary: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    @property
+    def transport(self) -> KillableTransport | None:
+        return self.ports.get("transport")
+
+
+class InProcessCluster:
+    """``start()``, then ``wait()`` (or ``kill``/``restart`` nodes meanwhile); ``stop()`` always, or use ``with``.
+
+    ``node_options`` are node config keys for every node (sub-second deadlines suit the quadratic task);
+    ``per_node`` adds or overrides keys for single nodes. The run directory (run.toml, topology.toml,
+    bootstrap.toml, ``nodes/nodeN/``) has the layout ``peernet local`` writes, so results tools read it alike.
+    """
+
+    def __init__(self, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
+                 per_node: dict[int, dict[str, Any]] | None = None, hwm: int = 4,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.layout = LocalCluster.prepare(settings, out, {}, curve=False)
+        self.out = self.layout.out
+        self.settings = settings
+        self.topology = self.layout.topology
+        self.node_options = dict(node_options or {})
+        self.per_node = {i: dict(o) for i, o in (per_node or {}).items()}
+        self.hub = MemoryHub()
+        self.hwm = hwm
+        self.clock = clock
+        self.bootstrap: BootstrapService | None = None
+        self.nodes: dict[int, NodeThread] = {}
+
+    def state_dir(self, node_id: int) -> Path:
+        return self.layout.state_dir(node_id)
+
+    # -- starting --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.start_bootstrap()
+        for node_id in self.topology.ids:
+            self.start_node(node_id)
+
+    def start_bootstrap(self) -> str:
+        config = load_bootstrap_config(self.out / "bootstrap.toml", {"listen": "tcp://127.0.0.1:0"})
+        self.bootstrap = BootstrapService(config, fresh=True)
+        self.bootstrap.start_in_thread()
+        return self.bootstrap.endpoint
+
+    def node_config(self, node_id: int) -> NodeConfig:
+        """The node's config, built from the options exactly as a node TOML file would be parsed."""
+        if self.bootstrap is None:
+            raise LaunchError("start the bootstrap before the nodes")
+        return build_node_config(self.out, self.state_dir(node_id), node_id, self.bootstrap.endpoint,
+                                 {**self.node_options, **self.per_node.get(node_id, {})})
+
+    def start_node(self, node_id: int, *, fresh: bool = True) -> NodeThread:
+        """Start (or, with ``fresh=False``, restart from its state directory) one daemon thread."""
+        old = self.nodes.get(node_id)
+        if old is not None and old.thread.is_alive():
+            raise LaunchError(f"node {node_id} is still running")
+        if fresh:
+            shutil.rmtree(self.state_dir(node_id), ignore_errors=True)
+        killed = threading.Event()
+        ports: dict[str, KillableTransport] = {}
+
+        def transport(cfg: NodeConfig, max_msg_size: int, curve: CurveKeys | None) -> Transport:
+            ports["transport"] = KillableTransport(MemoryTransport(cfg.id, self.hub, hwm=self.hwm,
+                                                                   max_msg_size=max_msg_size))
+            if killed.is_set():  # killed before it built its transport
+                ports["transport"].kill()
+            return ports["transport"]
+
+        def bootstrap(cfg: NodeConfig, curve: ClientCurve | None) -> BootstrapClient:
+            return KillableClient(cfg.bootstrap, killed, timeout=cfg.bootstrap_timeout,
+                                  retries=cfg.bootstrap_retries, curve=curve)
+
+        wiring = Wiring(transport=transport, bootstrap=bootstrap,
+                        **({} if self.clock is None else {"clock": self.clock}))
+        daemon = NodeDaemon(self.node_config(node_id), fresh=fresh, wiring=wiring)
+        node = NodeThread(daemon=daemon, thread=threading.Thread(), killed=killed, ports=ports)
+        node.thread = threading.Thread(target=self._run, args=(node,), name=f"peernet-node-{node_id}", daemon=True)
+        self.nodes[node_id] = node
+        node.thread.start()
+        return node
+
+    @staticmethod
+    def _run(node: NodeThread) -> None:
+        try:
+            node.summary = node.daemon.run()
+        except NodeKilled:
+            pass
+        except BaseException as exc:  # reported by wait(): a test must see why a node failed
+            if node.killed.is_set():
+                return  # whatever a killed node was doing when it died is not an error of the run
+            node.error = exc
+            log.exception("node %d failed", node.daemon.cfg.id)
+
+    # -- faults ----------------------------------------------------------------------------------------
+    def kill(self, node_id: int, timeout: float = 30.0) -> None:
+        """End a node as SIGKILL would: its endpoint vanishes now, its thread stops at its next network call."""
+        node = self.nodes[node_id]
+        node.killed.set()
+        transport = node.transport
+        if transport is not None:
+            transport.kill()  # not stop_event: that is SIGTERM, a clean exit with a clean checkpoint
+        node.thread.join(timeout)
+        if node.thread.is_alive():
+            raise LaunchError(f"node {node_id} did not stop within {timeout}s of being killed")
+
+    # -- waiting and stopping --------------------------------------------------------------------------
+    def wait_round(self, node_id: int, round_: int, timeout: float = 60.0) -> None:
+        if not self.nodes[node_id].daemon.wait_round(round_, timeout):
+            raise LaunchError(f"node {node_id} did not reach round {round_} within {timeout}s "
+                              f"(at round {self.nodes[node_id].daemon.round})")
+
+    def wait(self, ids: Sequence[int] | None = None, timeout: float = 120.0) -> dict[int, dict[str, Any]]:
+        """Join the given nodes (default: all); their summaries. LaunchError if one failed or ran out of time."""
+        chosen = list(self.nodes) if ids is None else list(ids)
+        for node_id in chosen:
+            node = self.nodes[node_id]
+            node.thread.join(timeout)
+            if node.thread.is_alive():
+                raise LaunchError(f"node {node_id} did not finish within {timeout}s (at round {node.daemon.round})")
+            if node.error is not None:
+                raise LaunchError(f"node {node_id} failed: {node.error!r}") from node.error
+        return {i: self.nodes[i].summary or {} for i in chosen}
+
+    def stop(self) -> None:
+        """Tell every daemon to stop, join them, close the bootstrap; safe to call twice."""
+        for node in self.nodes.values():
+            node.daemon.stop_event.set()
+        for node in self.nodes.values():
+            node.thread.join(30.0)
+        if self.bootstrap is not None:
+            self.bootstrap.close()
+            self.bootstrap = None
+
+    def __enter__(self) -> InProcessCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -81,25 +81,37 @@ def _check_connected(ids: tuple[int, ...], edges: tuple[tuple[int, int], ...]) -
 def _canonical_explicit(
     raw: object, ids: tuple[int, ...], edges: tuple[tuple[int, int], ...]
 ) -> tuple[tuple[int, int, float], ...]:
-    key = "explicit_weights"
+    """Check explicit weights (known nodes, edges only, symmetric, rows summing to 1) and return them sorted,
+    with every node's self weight (given, or what the row leaves)."""
     if not isinstance(raw, list | tuple):
-        raise TopologyError(f"must be a list of [a, b, weight] triples, got {raw!r}", key=key)
-    known, edge_set = set(ids), set(edges)
+        raise TopologyError(f"must be a list of [a, b, weight] triples, got {raw!r}", key=_EXPLICIT)
+    given, self_w = _explicit_entries(raw, set(ids), set(edges))
+    off: dict[int, list[float]] = {i: [] for i in ids}
+    for a, b in edges:
+        if (a, b) not in given:
+            raise TopologyError(f"edge [{a}, {b}] has no explicit weight (every edge needs one)", key=_EXPLICIT)
+        off[a].append(given[(a, b)])
+        off[b].append(given[(a, b)])
+    for i in ids:
+        self_w[i] = _self_weight(i, math.fsum(off[i]), self_w.get(i))
+    return tuple(sorted([(a, b, w) for (a, b), w in given.items()] + [(i, i, w) for i, w in self_w.items()]))
+
+
+_EXPLICIT = "explicit_weights"
+
+
+def _explicit_entries(raw: list[object] | tuple[object, ...], known: set[int], edge_set: set[tuple[int, int]]
+                      ) -> tuple[dict[tuple[int, int], float], dict[int, float]]:
+    """Each [a, b, weight] entry checked: edge weights by (min, max) pair, and the self weights given."""
+    key = _EXPLICIT
     given: dict[tuple[int, int], float] = {}
     self_w: dict[int, float] = {}
     listed: set[tuple[int, int]] = set()
     for entry in raw:
-        if not (
-            isinstance(entry, list | tuple)
-            and len(entry) == 3
-            and _is_int(entry[0])
-            and _is_int(entry[1])
-            and _is_num(entry[2])
-            and math.isfinite(entry[2])
-        ):
-            raise TopologyError(
-                f"each entry must be [a, b, weight] with a finite weight, got {_show(entry)}", key=key
-            )
+        if not (isinstance(entry, list | tuple) and len(entry) == 3 and _is_int(entry[0]) and _is_int(entry[1])
+                and _is_num(entry[2]) and math.isfinite(entry[2])):
+            raise TopologyError(f"each entry must be [a, b, weight] with a finite weight, got {_show(entry)}",
+                                key=key)
         a, b, w = entry[0], entry[1], float(entry[2])
         for end in (a, b):
             if end not in known:
@@ -114,38 +126,24 @@ def _canonical_explicit(
             continue
         pair = (min(a, b), max(a, b))
         if pair not in edge_set:
-            raise TopologyError(
-                f"explicit weight {_show(entry)} is for [{a}, {b}], which is not an edge", key=key
-            )
+            raise TopologyError(f"explicit weight {_show(entry)} is for [{a}, {b}], which is not an edge", key=key)
         if pair in given and abs(given[pair] - w) > _SYMMETRY_TOL:
-            raise TopologyError(
-                f"explicit weights are not symmetric: W[{b}][{a}] = {given[pair]!r} but W[{a}][{b}] = {w!r}",
-                key=key,
-            )
+            raise TopologyError(f"explicit weights are not symmetric: W[{b}][{a}] = {given[pair]!r} but "
+                                f"W[{a}][{b}] = {w!r}", key=key)
         given.setdefault(pair, w)
-    off: dict[int, list[float]] = {i: [] for i in ids}
-    for a, b in edges:
-        if (a, b) not in given:
-            raise TopologyError(f"edge [{a}, {b}] has no explicit weight (every edge needs one)", key=key)
-        off[a].append(given[(a, b)])
-        off[b].append(given[(a, b)])
-    for i in ids:
-        edge_sum = math.fsum(off[i])
-        if i in self_w:
-            total = edge_sum + self_w[i]
-            if abs(total - 1.0) > STOCHASTIC_TOL:
-                raise TopologyError(
-                    f"W is not doubly stochastic: row of node {i} sums to {total!r} "
-                    f"(self weight {self_w[i]!r} + edge weights {edge_sum!r}); "
-                    f"it must be 1 within {STOCHASTIC_TOL}",
-                    key=key,
-                )
-        elif edge_sum > 1.0 + STOCHASTIC_TOL:
-            raise TopologyError(
-                f"W is not doubly stochastic: edge weights of node {i} sum to {edge_sum!r} > 1, "
-                "so its self weight would be negative",
-                key=key,
-            )
-        else:
-            self_w[i] = max(0.0, 1.0 - edge_sum)  # max: rounding may leave -1e-16 where 0 is meant
-    return tuple(sorted([(a, b, w) for (a, b), w in given.items()] + [(i, i, w) for i, w in self_w.items()]))
+    return given, self_w
+
+
+def _self_weight(i: int, edge_sum: float, given: float | None) -> float:
+    """Node ``i``'s self weight: the given one if its row sums to 1, else what the edge weights leave."""
+    if given is not None:
+        total = edge_sum + given
+        if abs(total - 1.0) > STOCHASTIC_TOL:
+            raise TopologyError(f"W is not doubly stochastic: row of node {i} sums to {total!r} (self weight "
+                                f"{given!r} + edge weights {edge_sum!r}); it must be 1 within {STOCHASTIC_TOL}",
+                                key=_EXPLICIT)
+        return given
+    if edge_sum > 1.0 + STOCHASTIC_TOL:
+        raise TopologyError(f"W is not doubly stochastic: edge weights of node {i} sum to {edge_sum!r} > 1, "
+                            "so its self weight would be negative", key=_EXPLICIT)
+    return max(0.0, 1.0 - edge_sum)  # max: rounding may leave -1e-16 where 0 is meant

@@ -26,7 +26,7 @@ from peernet.errors import CatchUp, CodecError, RoundAbandoned
 from peernet.node.ratelimit import RateLimitedLog
 from peernet.transport import Transport
 from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of
-from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, TensorSpec
+from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec
 
 log = logging.getLogger("peernet.node")
 
@@ -145,36 +145,15 @@ class Exchange:
         return got is not None
 
     def _file(self, got: tuple[int, list[memoryview]], current_round: int) -> None:
+        """Validate one message and act on it: file a round's tensors, note a hello, bye or ping, or drop it."""
         routing_id, frames = got
-        expect = self._expect(current_round, ahead=None if self.joining else self.policy.rounds_ahead)
         size = sum(len(f) for f in frames)
         if size > self.max_bytes:
             # Larger than any valid message of this run; libzmq's MAXMSGSIZE cuts off far larger ones.
             self._drop("size", f"{size} bytes, at most {self.max_bytes} expected", routing_id)
             return
         try:
-            if not frames:
-                raise CodecError("empty message")
-            header = decode_header(frames[0], expect)
-            msg = None
-            if header.kind == "round":
-                # Every payload is validated, even one we will not use, so a malformed message is always
-                # dropped and counted as such. One buffer per neighbour and round it may send ahead of us
-                # (rounds_ahead + 1) is reused: no allocation per message. Anything that cannot be filed
-                # (another identity, a stale round, a duplicate) goes to a scratch buffer, so it can never
-                # overwrite a neighbour's tensors.
-                usable = (routing_id == header.sender and self.policy.accepts(current_round, header.round)
-                          and header.sender not in self.inbox.get(header.round, {}))
-                out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
-                msg = decode(frames, expect, out=out)
-                try:
-                    check_finite(msg.tensors, self.max_abs)
-                except CodecError:
-                    if routing_id == header.sender:
-                        self.faulty[routing_id] += 1  # a neighbour sending NaN/Inf/absurd values is faulty
-                    raise
-            elif header.kind not in ("hello", "bye", "ping"):
-                raise CodecError(f"unexpected message kind {header.kind!r}")
+            header, msg = self._decode(routing_id, frames, current_round)
         except CodecError as exc:
             code = getattr(exc, "code", "kind")
             if code == "round" and frames:
@@ -184,23 +163,50 @@ class Exchange:
         if routing_id != header.sender:
             # The transport's identity must agree with the header: nobody may speak for another node.
             self._drop("identity", f"header says sender {header.sender}", routing_id)
-            return
-        if header.kind == "bye":
+        elif header.kind == "bye":
             self.byes.add(header.sender)
-            return
-        if header.kind == "ping":
+        elif header.kind == "ping":
             self._heard(header.sender)
-            return
-        if msg is None:
+        elif msg is None:
             self._on_hello(header)
-            return
+        else:
+            self._on_round(header, msg.tensors, current_round)
+
+    def _decode(self, routing_id: int, frames: list[memoryview], current_round: int
+                ) -> tuple[Header, Message | None]:
+        """The header, and for a round message its validated tensors; CodecError for anything malformed."""
+        if not frames:
+            raise CodecError("empty message")
+        expect = self._expect(current_round, ahead=None if self.joining else self.policy.rounds_ahead)
+        header = decode_header(frames[0], expect)
+        if header.kind in ("hello", "bye", "ping"):
+            return header, None
+        if header.kind != "round":
+            raise CodecError(f"unexpected message kind {header.kind!r}")
+        # Every payload is validated, even one we will not use, so a malformed message is always dropped and
+        # counted as such. One buffer per neighbour and round it may send ahead of us (rounds_ahead + 1) is
+        # reused: no allocation per message. Anything that cannot be filed (another identity, a stale round, a
+        # duplicate) goes to a scratch buffer, so it can never overwrite a neighbour's tensors.
+        usable = (routing_id == header.sender and self.policy.accepts(current_round, header.round)
+                  and header.sender not in self.inbox.get(header.round, {}))
+        out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
+        msg = decode(frames, expect, out=out)
+        try:
+            check_finite(msg.tensors, self.max_abs)
+        except CodecError:
+            if routing_id == header.sender:
+                self.faulty[routing_id] += 1  # a neighbour sending NaN/Inf/absurd values is faulty
+            raise
+        return header, msg
+
+    def _on_round(self, header: Header, tensors: dict[str, torch.Tensor], current_round: int) -> None:
         self._heard(header.sender, header.round)
         if self.joining:
             # Rejoining: the newest state of each neighbour (for rejoin = "average"); the message is also filed
             # below (decoded into fresh tensors, so it is safe to keep), since it may be the one we need next.
             newest = self.latest.get(header.sender)
             if newest is None or header.round > newest[0]:
-                self.latest[header.sender] = (header.round, msg.tensors)
+                self.latest[header.sender] = (header.round, tensors)
         if header.round < current_round:
             self.ignored["stale"] += 1  # a resend of a round we already finished, or one we skipped
         elif header.sender in self.inbox.get(header.round, {}):
@@ -209,7 +215,7 @@ class Exchange:
             live = header.meta.get("live")
             decl = Declaration(live=live is True, epoch=header.epoch, degree=header.degree,
                                full=header.meta.get("full") is True)
-            self.inbox.setdefault(header.round, {})[header.sender] = (msg.tensors, decl)
+            self.inbox.setdefault(header.round, {})[header.sender] = (tensors, decl)
 
     def _on_hello(self, header: Header) -> None:
         reply = header.meta.get("reply") is True

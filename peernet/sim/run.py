@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from peernet.atomic import write_atomic
 from peernet.config import RunSettings, eval_interval, resolve_topology, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.mixing import consensus_distance
@@ -44,16 +45,34 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     sim = Simulator(task, topology, get_algorithm(settings.algorithm), hp, mode=mode, threads=threads,
                     track_flows=False)
     rounds = total_rounds(settings, task.rounds_per_epoch)
-    every = eval_interval(settings, rounds)
     out = Path(out_dir) if out_dir is not None else None
     writer = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
+        write_atomic(out / "settings.json", json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
         writer = MetricsWriter(out / "metrics.jsonl")
+    start = time.perf_counter()
+    try:
+        last_eval, train_seconds = _train(sim, settings, rounds, writer, progress)
+    finally:
+        sim.close()
+        if writer:
+            writer.close()
+    summary = _summary(sim, settings, rounds, last_eval, time.perf_counter() - start, train_seconds)
+    if out is not None:
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        final = {"params": sim.X.detach().cpu().clone(), "round": rounds}
+        write_atomic(out / "final_params.pt", lambda fh: torch.save(final, fh))
+    return summary
+
+
+def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWriter | None, progress: bool
+           ) -> tuple[dict[str, Any], float]:
+    """The rounds, with metrics and evaluations; returns the last evaluation and the seconds spent training."""
+    every = eval_interval(settings, rounds)
+    per_epoch = sim.task.rounds_per_epoch
     bar = Progress(rounds, f"simulate {settings.algorithm}", enabled=progress)
     last_eval: dict[str, Any] = {}
-    start = time.perf_counter()
     train_seconds = 0.0
     try:
         for r in range(rounds):
@@ -68,30 +87,32 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
                 writer.write({"event": "round", "round": r + 1, "loss": loss,
                               "node_loss": [float(v) for v in losses]})
             if (r + 1) % every == 0 or r + 1 == rounds:
-                last_eval = _evaluate(sim, r + 1, task.rounds_per_epoch)
+                last_eval = _evaluate(sim, r + 1, per_epoch)
                 if writer:
                     writer.write(last_eval)
             bar.update(r + 1, loss=loss, **_headline(last_eval))
         if rounds == 0:
-            last_eval = _evaluate(sim, 0, task.rounds_per_epoch)
+            last_eval = _evaluate(sim, 0, per_epoch)
     finally:
         bar.close()
-        sim.close()
-        if writer:
-            writer.close()
-    wall = time.perf_counter() - start
+    return last_eval, train_seconds
+
+
+def _summary(sim: Simulator, settings: RunSettings, rounds: int, last_eval: dict[str, Any], wall: float,
+             train_seconds: float) -> dict[str, Any]:
+    n = sim.topology.n
     summary: dict[str, Any] = {
         "algorithm": settings.algorithm,
-        "nodes": topology.n,
-        "topology": topology.name or settings.topology,
+        "nodes": n,
+        "topology": sim.topology.name or settings.topology,
         "dataset": settings.dataset,
         "rounds": rounds,
-        "epochs": rounds / task.rounds_per_epoch,
+        "epochs": rounds / sim.task.rounds_per_epoch,
         "lr": settings.step_size,
         "wall_seconds": wall,
         "train_seconds": train_seconds,
         "mode": sim.mode,
-        "device": str(dev),
+        "device": str(sim.device),
         "threads": sim.pool.threads,
         "peak_rss_mb": peak_rss_mb(),
         "mean_test_accuracy": last_eval.get("mean_test_accuracy"),
@@ -99,13 +120,10 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
         "consensus_distance": last_eval.get("consensus_distance"),
     }
     if settings.dataset != "quadratic":
-        summary["samples_per_second"] = rounds * topology.n * settings.batch_size / max(train_seconds, 1e-9)
+        summary["samples_per_second"] = rounds * n * settings.batch_size / max(train_seconds, 1e-9)
     for key in ("distance_to_optimum", "mean_val_accuracy", "averaged_model_val_accuracy", "final_loss"):
         if key in last_eval:
             summary[key] = last_eval[key]
-    if out is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        torch.save({"params": sim.X.detach().cpu().clone(), "round": rounds}, out / "final_params.pt")
     return summary
 
 

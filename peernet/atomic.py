@@ -18,6 +18,14 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """How the temporary files of writes to ``name`` begin (``.NAME.``), so a cleaner can find them."""
+    return f".{name}."
+
+
 def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None], *, mode: int = 0o644) -> Path:
     """Write ``data`` (bytes, text as UTF-8, or a function that writes to a binary file) to ``path`` atomically.
 
@@ -27,7 +35,7 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
     left as it was. OSError propagates; callers turn it into their own typed error.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.name), suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:

@@ -18,6 +18,7 @@ from peernet.bootstrap.protocol import SCHEMAS as SCHEMAS
 from peernet.bootstrap.protocol import BadRequest, parse_request
 from peernet.bootstrap.registry import Refused, Registry
 from peernet.config import load_run_settings, resolve_topology, run_fingerprint
+from peernet.endpoint_file import write_endpoint
 from peernet.errors import ConfigError, TransportError
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key
@@ -83,6 +84,7 @@ class BootstrapService:
             self.registry.close()
             raise TransportError(f"bootstrap cannot listen on {config.listen}: {exc}") from None
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        write_endpoint(config.state_dir, self.endpoint)  # the registry opened, so the directory exists
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: set[int] = set()

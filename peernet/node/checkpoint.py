@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from peernet.atomic import write_atomic
+from peernet.atomic import TEMP_SUFFIX, temp_prefix, write_atomic
 from peernet.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -73,10 +73,14 @@ def load_checkpoint(directory: str | Path, *, node_id: int, run: str) -> Checkpo
                       state=dict(payload["state"]), extra=dict(payload.get("extra", {})))
 
 
+def stale_temp_files(directory: str | Path) -> list[Path]:
+    """Temporary files of checkpoint writes that never finished (the process was killed mid-write)."""
+    return sorted(Path(directory).glob(f"{temp_prefix(CHECKPOINT_NAME)}*{TEMP_SUFFIX}"))
+
+
 def clear_stale_temp_files(directory: str | Path) -> int:
     """Remove temp files left by a write that was killed; returns how many were removed."""
-    removed = 0
-    for tmp in Path(directory).glob(".checkpoint-*.tmp"):
+    stale = stale_temp_files(directory)
+    for tmp in stale:
         tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return len(stale)

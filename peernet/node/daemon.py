@@ -28,6 +28,7 @@ from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
+from peernet.endpoint_file import write_endpoint
 from peernet.errors import BootstrapUnavailable, CatchUp, RoundAbandoned, TransportError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
@@ -170,7 +171,9 @@ class NodeDaemon:
         """
         log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, s.transport.endpoint,
                  self.cfg.bootstrap)
-        table = self._rendezvous(s.client, s.transport.endpoint, s.incarnation, s.previous, resuming=s.resuming)
+        write_endpoint(self.state_dir, s.transport.endpoint)
+        table, s.table_source = self._rendezvous(s.client, s.transport.endpoint, s.incarnation, s.previous,
+                                                 resuming=s.resuming)
         if table is None:
             return False
         missing = sorted(j for j in self.neighbours if j not in table)
@@ -190,7 +193,8 @@ class NodeDaemon:
                  "CURVE" if keys else "no CURVE")
         self._advance(s.round)
         s.metrics.write({"event": "start", "round": s.round, "time": time.time(), "incarnation": s.incarnation,
-                         "resumed_from": s.start_round, "rejoined": s.crashed, "parameters_from": s.rejoin_source})
+                         "resumed_from": s.start_round, "rejoined": s.crashed, "parameters_from": s.rejoin_source,
+                         "address_table": s.table_source})
         return True
 
     def train(self, s: Session) -> None:
@@ -271,7 +275,8 @@ class NodeDaemon:
         summary = {**self._summary(s), "final_round": s.round, "finished": finished, "dropped": dict(ex.dropped),
                    "max_rss_mb": peak_rss_mb(), "ignored": dict(ex.ignored), "faulty_neighbours": dict(ex.faulty),
                    "timeouts": dict(ex.timeouts), "rollbacks": s.edges.rollbacks, "catchups": s.catchups,
-                   "rejoined": s.crashed, "parameters_from": s.rejoin_source, "max_wait_s": ex.max_wait,
+                   "rejoined": s.crashed, "parameters_from": s.rejoin_source, "address_table": s.table_source,
+                   "max_wait_s": ex.max_wait,
                    **{k: v for k, v in s.last_eval.items() if k not in ("event", "params")},
                    **_counters(s.transport.stats),
                    "injected": {k: s.faulty.stats[k] for k in INJECTED_KEYS} if s.faulty is not None else {}}
@@ -299,8 +304,11 @@ class NodeDaemon:
         s.metrics.close()
 
     def _rendezvous(self, client: BootstrapClient, endpoint: str, incarnation: str, previous: str | None, *,
-                    resuming: bool) -> dict[int, dict[str, Any]] | None:
-        """Register and wait for the start; a restarted node whose bootstrap is gone uses its cached table."""
+                    resuming: bool) -> tuple[dict[int, dict[str, Any]] | None, str]:
+        """Register and wait for the start; a restarted node whose bootstrap is gone uses its cached table.
+
+        Returns the table (None: told to stop first) and where it came from: "bootstrap" or "cached".
+        """
         keys = self.keys
         cached = read_table(self.state_dir) if resuming else None
         if cached is not None:
@@ -314,12 +322,12 @@ class NodeDaemon:
             if cached is None:
                 raise
             log.warning("bootstrap %s does not answer; rejoining with the cached address table", self.cfg.bootstrap)
-            return cached
+            return cached, "cached"
         finally:
             client.retries = self.cfg.bootstrap_retries
         if table is not None:
             write_table(self.state_dir, table)
-        return table
+        return table, "bootstrap"
 
     def _rejoin(self, s: Session, start_round: int) -> tuple[int, torch.Tensor]:
         """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (docs/design.md §4)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from typing import IO, Any
 from peernet.bootstrap.client import ClientCurve
 from peernet.config import RunSettings, resolve_topology
 from peernet.core.topology import Topology
+from peernet.endpoint_file import clear_endpoint, read_endpoint
 from peernet.errors import LaunchError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.metrics.progress import Progress
@@ -114,18 +114,17 @@ class LocalCluster:
     def start_bootstrap(self, timeout: float = 60.0, *, restart: bool = False) -> str:
         """Start the bootstrap (``restart``: keep its registry, as after a crash) and return its address."""
         log_path = self.out / "bootstrap.log"
-        offset = log_path.stat().st_size if restart and log_path.exists() else 0
         log = log_path.open("ab" if restart else "wb")
+        clear_endpoint(self.out / "bootstrap")  # a previous bootstrap's: the new one writes its own once bound
         self.bootstrap = subprocess.Popen([*self.prefix.get("bootstrap", []), sys.executable, "-m", "peernet",
                                            "bootstrap", "--config", str(self.out / "bootstrap.toml"),
                                            *([] if restart else ["--fresh"])],
                                           stdout=log, stderr=subprocess.STDOUT, env=_child_env())
-        pattern = re.compile(r"bootstrap listening on (tcp://\S+)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = pattern.search(log_path.read_bytes()[offset:].decode(errors="replace"))
-            if match:
-                self.address = match.group(1)
+            address = read_endpoint(self.out / "bootstrap")
+            if address is not None:
+                self.address = address
                 return self.address
             if self.bootstrap.poll() is not None:
                 raise LaunchError(f"bootstrap exited with status {self.bootstrap.returncode}; see "
@@ -146,6 +145,7 @@ class LocalCluster:
             # and the harness read the metrics file before the new process gets to truncate it.
             shutil.rmtree(self.state_dir(node_id), ignore_errors=True)
         self.state_dir(node_id).mkdir(parents=True, exist_ok=True)
+        clear_endpoint(self.state_dir(node_id))
         log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab" if not fresh else "wb")
         cmd = [*self.prefix.get(node_id, []), sys.executable, "-m", "peernet", "node", "--config",
                str(self.node_config_path(node_id))]
@@ -154,6 +154,19 @@ class LocalCluster:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
         self.nodes[node_id] = proc
         return proc
+
+    def endpoint(self, node_id: int, timeout: float = 120.0) -> str:
+        """Where a started node listens (from its endpoint file), once it has bound; LaunchError if it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            address = read_endpoint(self.state_dir(node_id))
+            if address is not None:
+                return address
+            proc = self.nodes.get(node_id)
+            if proc is not None and proc.poll() is not None:
+                raise LaunchError(f"node {node_id} exited with status {proc.returncode} before it was listening")
+            time.sleep(0.05)
+        raise LaunchError(f"node {node_id} was not listening within {timeout}s")
 
     def start(self) -> None:
         self.start_bootstrap()

@@ -46,6 +46,8 @@ class Session:
     catchups: int = 0
     #: Where the parameters came from at the last rejoin: "checkpoint" or "average" (None: never rejoined).
     rejoin_source: str | None = None
+    #: Where the neighbours' addresses came from: "bootstrap" (its start reply) or "cached" (state_dir/table.json).
+    table_source: str = "bootstrap"
 
     @property
     def tracker(self) -> torch.Tensor | None:

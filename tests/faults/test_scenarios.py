@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +54,9 @@ def test_kill_and_restart_resumes_from_checkpoint(baseline: dict[str, Any], tmp_
     s = run("kill-restart", tmp_path)["summary"]
     assert s["finished_nodes"] == 8
     assert s["rejoined_nodes"] == [3]
-    log = (tmp_path / "kill-restart" / "node3.log").read_text()
-    match = re.search(r"resuming from checkpoint at round (\d+) \(periodic", log)
-    assert match and 35 <= int(match.group(1)) <= 40  # killed after round 40; checkpoints every 5 rounds
-    assert "rejoining at round" in log
-    assert node_summary(tmp_path, "kill-restart", 3)["finished"]
+    three = node_summary(tmp_path, "kill-restart", 3)
+    assert 35 <= three["resumed_from"] <= 40  # killed after round 40; checkpoints every 5 rounds
+    assert three["finished"] and three["rejoined"] and three["parameters_from"] == "checkpoint"
     assert s["tracker_sum_error"] <= TRACKER_TOLERANCE
     # The neighbours waited for the restart: node 3 skipped only the rounds since its checkpoint (and the one or
     # two they had done meanwhile), not the rounds the others trained while it was down.
@@ -78,8 +75,6 @@ def test_sigstop_neighbours_go_on_and_it_catches_up(baseline: dict[str, Any], tm
     # ... and after SIGCONT it caught up with them, was mixed with again, and finished.
     five = node_summary(tmp_path, "stop-cont", 5)
     assert five["finished"] and five["catchups"] >= 1
-    log = (tmp_path / "stop-cont" / "node5.log").read_text()
-    assert "catching up" in log
     events = [json.loads(line) for line in (tmp_path / "stop-cont" / "nodes" / "node5" / "metrics.jsonl").open()]
     # It saw at once that it was behind (in its first round after SIGCONT), rather than first replaying, alone,
     # the stale rounds queued in its socket while its neighbours went on (which left it too few rounds to finish
@@ -99,7 +94,7 @@ def test_bootstrap_killed_after_start_run_completes(baseline: dict[str, Any], tm
     assert s["finished_nodes"] == 8
     # Node 2, killed and restarted after the bootstrap died, rejoined with its cached address table.
     assert s["rejoined_nodes"] == [2]
-    assert "rejoining with the cached address table" in (tmp_path / "bootstrap-kill" / "node2.log").read_text()
+    assert node_summary(tmp_path, "bootstrap-kill", 2)["address_table"] == "cached"
     assert s["tracker_sum_error"] <= TRACKER_TOLERANCE
     assert abs(s["mean_test_accuracy"] - baseline["mean_test_accuracy"]) <= TOLERANCE
 

@@ -28,8 +28,6 @@ def test_sigterm_then_restart_resumes_from_checkpoint_bit_exactly(make_cluster: 
     assert ckpt is not None and 25 <= ckpt.round < 80
     cluster.start_node(1, fresh=False)
     wait_all(cluster)
-    log = (cluster.out / "node1.log").read_text()
-    assert f"resuming from checkpoint at round {ckpt.round}" in log
     summaries = [json.loads((cluster.state_dir(i) / "summary.json").read_text()) for i in range(4)]
     assert all(s["finished"] and s["final_round"] == 80 for s in summaries)
     assert summaries[1]["resumed_from"] == ckpt.round

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,7 @@ ATTACKER_ID = b"99"  # not a member of the topology
 
 
 def _endpoint(cluster: LocalCluster, node_id: int) -> str:
-    match = re.search(r"listening on (tcp://\S+);", (cluster.out / f"node{node_id}.log").read_text())
-    assert match, "node did not log its endpoint"
-    return match.group(1)
+    return cluster.endpoint(node_id)  # from the endpoint file the node writes once bound
 
 
 def _malformed(run: str, dim: int, round_: int) -> dict[str, list[list[bytes]]]:

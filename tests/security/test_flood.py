@@ -81,11 +81,11 @@ def _summary(cluster: LocalCluster, node_id: int) -> dict[str, Any]:
 
 
 def _wait_started(cluster: LocalCluster, node_id: int, timeout: float = 120.0) -> str:
-    """Wait until the node logs that training started; return its endpoint."""
+    """Wait until the node's metrics record the start of training; return its endpoint."""
     deadline = time.monotonic() + timeout
-    log = cluster.out / f"node{node_id}.log"
+    metrics = cluster.state_dir(node_id) / "metrics.jsonl"
     while time.monotonic() < deadline:
-        if " INFO started: " in log.read_text(errors="replace"):
+        if metrics.exists() and any(r.get("event") == "start" for r in read_jsonl(metrics)):
             return _endpoint(cluster, node_id)
         assert cluster.nodes[node_id].poll() is None, f"node {node_id} exited before training started"
         time.sleep(0.02)

@@ -49,9 +49,7 @@ DROP_LINE = re.compile(rb"dropped message from (\d+): .*; (\d+) dropped so far\)
 
 
 def _endpoint(cluster: LocalCluster, node_id: int) -> str:
-    match = re.search(r"listening on (tcp://\S+);", (cluster.out / f"node{node_id}.log").read_text())
-    assert match, "node did not log its endpoint"
-    return match.group(1)
+    return cluster.endpoint(node_id)  # from the endpoint file the node writes once bound
 
 
 def rss_mb(pid: int) -> float:

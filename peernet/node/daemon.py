@@ -296,6 +296,7 @@ class NodeDaemon:
         if s.heartbeat is not None:
             s.heartbeat.stop()
         try:
+            s.client.retries = 1  # a courtesy: one try, so a dead bootstrap does not hold the exit up
             s.client.leave(self.cfg.id, s.incarnation)
         except Exception as exc:  # the bootstrap may be gone; leaving is a courtesy
             log.debug("leave failed: %s", exc)

@@ -146,6 +146,7 @@ class InProcessCluster:
         self.hwm = hwm
         self.clock = clock
         self.bootstrap: BootstrapService | None = None
+        self.bootstrap_address = ""  # kept when the bootstrap is stopped: restarted nodes still try it
         self.nodes: dict[int, NodeThread] = {}
 
     def state_dir(self, node_id: int) -> Path:
@@ -161,13 +162,20 @@ class InProcessCluster:
         config = load_bootstrap_config(self.out / "bootstrap.toml", {"listen": "tcp://127.0.0.1:0"})
         self.bootstrap = BootstrapService(config, fresh=True)
         self.bootstrap.start_in_thread()
-        return self.bootstrap.endpoint
+        self.bootstrap_address = self.bootstrap.endpoint
+        return self.bootstrap_address
+
+    def stop_bootstrap(self) -> None:
+        """The bootstrap goes away (as if killed): nothing answers at its address any more."""
+        if self.bootstrap is not None:
+            self.bootstrap.close()
+            self.bootstrap = None
 
     def node_config(self, node_id: int) -> NodeConfig:
         """The node's config, built from the options exactly as a node TOML file would be parsed."""
-        if self.bootstrap is None:
+        if not self.bootstrap_address:
             raise LaunchError("start the bootstrap before the nodes")
-        return build_node_config(self.out, self.state_dir(node_id), node_id, self.bootstrap.endpoint,
+        return build_node_config(self.out, self.state_dir(node_id), node_id, self.bootstrap_address,
                                  {**self.node_options, **self.per_node.get(node_id, {})})
 
     def start_node(self, node_id: int, *, fresh: bool = True) -> NodeThread:
@@ -248,9 +256,7 @@ class InProcessCluster:
             node.daemon.stop_event.set()
         for node in self.nodes.values():
             node.thread.join(30.0)
-        if self.bootstrap is not None:
-            self.bootstrap.close()
-            self.bootstrap = None
+        self.stop_bootstrap()
 
     def __enter__(self) -> InProcessCluster:
         return self

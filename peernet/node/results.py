@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from peernet.config import RunSettings
+from peernet.core.algorithms import get_algorithm
 from peernet.core.mixing import consensus_distance
 from peernet.core.topology import Topology
 from peernet.metrics.jsonl import read_jsonl
@@ -31,13 +32,15 @@ def final_params(state_dirs: dict[int, Path]) -> torch.Tensor:
     return _stacked_params(_final_checkpoints(state_dirs))
 
 
-def tracker_sum_error(payloads: list[dict[str, Any]]) -> float | None:
-    """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (docs/design.md §3: zero up to rounding), or None
-    for methods without a tracker. A node that left for good has no payload here: the survivors' trackers
-    alone must sum to zero."""
+def tracker_sum_error(payloads: list[dict[str, Any]], tracker: str) -> float | None:
+    """‖Σ_i c_i‖ / max_i ‖c_i‖ over the nodes' final trackers (the rule's state entry named ``tracker``;
+    docs/design.md §3: zero up to rounding), or None for rules without one. A node that left for good has no
+    payload here: the survivors' trackers alone must sum to zero."""
+    if not tracker:
+        return None
     trackers = []
     for payload in payloads:
-        c = payload["state"].get("c")
+        c = payload["state"].get(tracker)
         if c is None:
             return None
         trackers.append(c.double())
@@ -82,7 +85,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "timeouts": sum(sum(s.get("timeouts", {}).values()) for s in node_summaries.values()),
         "catchups": sum(s.get("catchups", 0) for s in node_summaries.values()),
         "rejoined_nodes": sorted(i for i, s in node_summaries.items() if s.get("rejoined")),
-        "tracker_sum_error": tracker_sum_error(payloads),
+        "tracker_sum_error": tracker_sum_error(payloads, get_algorithm(settings.algorithm).tracker),
         "rounds_skipped": sum(rounds_skipped(d) for d in state_dirs.values()),
         "longest_wait_s": max((s.get("max_wait_s", 0.0) for s in node_summaries.values()), default=0.0),
     }

@@ -112,7 +112,11 @@ def test_threads_and_close_wakes_receiver() -> None:
 
     waiter = threading.Thread(target=blocked, daemon=True)
     waiter.start()
-    time.sleep(0.05)
+    # Close only once the waiter is blocked inside recv: it then waits on the transport's condition.
+    deadline = time.monotonic() + 5
+    while not b._cond._waiters:  # type: ignore[attr-defined]  # CPython's Condition keeps its waiters here
+        assert time.monotonic() < deadline, "the waiter never blocked in recv"
+        waiter.join(0.001)
     b.close()
     waiter.join(5.0)
     assert not waiter.is_alive() and len(errors) == 1

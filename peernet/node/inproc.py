@@ -53,24 +53,18 @@ def build_node_config(out: Path, state_dir: Path, node_id: int, bootstrap: str, 
     return dataclasses.replace(from_mapping(NodeConfig, data, source=source), faults=faults)
 
 
-class KillableTransport:
-    """A MemoryTransport that can be killed from another thread: it leaves the hub at once (the neighbours'
-    sends fail, as to a dead process) and every later call in the node's own thread raises NodeKilled."""
+class WrappedTransport:
+    """A MemoryTransport behind a ``_check()`` run before every call; subclasses decide what it checks (a kill,
+    a scheduled crash) and may wait differently in ``recv``."""
 
     def __init__(self, inner: MemoryTransport) -> None:
         self.inner = inner
         self.node_id = inner.node_id
         self.endpoint = inner.endpoint
         self.stats = inner.stats
-        self.killed = threading.Event()
-
-    def kill(self) -> None:
-        self.killed.set()
-        self.inner.close()
 
     def _check(self) -> None:
-        if self.killed.is_set():
-            raise NodeKilled(f"node {self.node_id} was killed")
+        """Raise NodeKilled when this node must be dead by now."""
 
     def connect(self, peer_id: int, endpoint: str) -> None:
         self._check()
@@ -86,14 +80,34 @@ class KillableTransport:
 
     def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
         self._check()
-        try:
-            return self.inner.recv(timeout)
-        except TransportError:
-            self._check()  # closed under us by kill(): that is the kill, not a transport failure
-            raise
+        return self.inner.recv(timeout)
 
     def close(self) -> None:
         self.inner.close()
+
+
+class KillableTransport(WrappedTransport):
+    """Killed from another thread: it leaves the hub at once (the neighbours' sends fail, as to a dead
+    process) and every later call in the node's own thread raises NodeKilled."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        super().__init__(inner)
+        self.killed = threading.Event()
+
+    def kill(self) -> None:
+        self.killed.set()
+        self.inner.close()
+
+    def _check(self) -> None:
+        if self.killed.is_set():
+            raise NodeKilled(f"node {self.node_id} was killed")
+
+    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+        try:
+            return super().recv(timeout)
+        except TransportError:
+            self._check()  # closed under us by kill(): that is the kill, not a transport failure
+            raise
 
 
 class KillableClient(BootstrapClient):

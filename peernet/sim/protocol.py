@@ -25,7 +25,7 @@ from peernet.errors import NodeKilled, SimulationError
 from peernet.metrics.progress import Progress
 from peernet.node.config import NodeConfig
 from peernet.node.daemon import NodeDaemon
-from peernet.node.inproc import build_node_config
+from peernet.node.inproc import WrappedTransport, build_node_config
 from peernet.node.launcher import LocalCluster
 from peernet.node.results import merge_run
 from peernet.node.wiring import Wiring
@@ -42,16 +42,13 @@ DEFAULTS: dict[str, Any] = {"deadline_floor": 1.0, "deadline_ceiling": 5.0, "che
                             "heartbeat_every": 3600.0, "log_level": "error"}
 
 
-class ScheduledTransport:
+class ScheduledTransport(WrappedTransport):
     """A MemoryTransport whose waits give the baton away, and which kills its node after ``die_after`` rounds."""
 
     def __init__(self, inner: MemoryTransport, baton: Baton, progress: Callable[[], int],
                  die_after: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.baton = baton
-        self.node_id = inner.node_id
-        self.endpoint = inner.endpoint
-        self.stats = inner.stats
         self.progress = progress
         self.die_after = die_after
 
@@ -59,16 +56,6 @@ class ScheduledTransport:
         if self.die_after is not None and self.progress() >= self.die_after:
             self.inner.close()  # gone at once for its neighbours, as a crashed process is
             raise NodeKilled(f"node {self.node_id} crashed after round {self.die_after} (scenario)")
-
-    def connect(self, peer_id: int, endpoint: str) -> None:
-        self.inner.connect(peer_id, endpoint)
-
-    def disconnect(self, peer_id: int) -> None:
-        self.inner.disconnect(peer_id)
-
-    def send(self, peer_id: int, frames: Sequence[bytes | memoryview]) -> bool:
-        self._check()
-        return self.inner.send(peer_id, frames)
 
     def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
         self._check()
@@ -81,9 +68,6 @@ class ScheduledTransport:
         self.baton.wait(self.node_id, max(timeout, 0.0), self.inner.pending)
         self._check()
         return self.inner.recv(0.0)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class Rendezvous(BootstrapClient):

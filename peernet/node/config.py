@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from peernet.config import bounds, check_fields, from_mapping, load_run_settings, read_toml, resolve_topology
 from peernet.core.rounds import RoundPolicy
@@ -124,14 +126,19 @@ class NodeConfig:
                            stall_wait=self.stall_wait, goodbye_grace=self.goodbye_grace)
 
 
-def load_node_config(path: str | Path) -> NodeConfig:
-    """Parse a node TOML file; its paths (run, state_dir, key files) are resolved against the file's directory."""
-    data = read_toml(path)
-    # The [faults] table has its own strict parser (per-peer overrides, partitions); parse it first so a bad
+def node_config_from_mapping(data: Mapping[str, Any], source: str | None) -> NodeConfig:
+    """A NodeConfig from a node file's keys (``[faults]`` included); errors name ``source`` and the key."""
+    data = dict(data)
+    # The [faults] table has its own layout (per-peer overrides, partitions); parse it first so a bad
     # fault setting is reported with its dotted key.
     faults_table = data.pop("faults", None)
-    faults = None if faults_table is None else FaultConfig.from_mapping(faults_table, source=str(path))
-    cfg = from_mapping(NodeConfig, data, source=str(path))
+    faults = None if faults_table is None else FaultConfig.from_mapping(faults_table, source=source)
+    return replace(from_mapping(NodeConfig, data, source=source), faults=faults)
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Parse a node TOML file; its paths (run, state_dir, key files) are resolved against the file's directory."""
+    cfg = node_config_from_mapping(read_toml(path), str(path))
     base = Path(path).parent
     run = base / cfg.run  # joining an absolute path keeps it as is
     if not run.is_file():
@@ -144,4 +151,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
     secret = None if cfg.secret_key is None else str(base / cfg.secret_key)
     bootstrap_key = None if cfg.bootstrap_public_key_file is None else str(base / cfg.bootstrap_public_key_file)
     return replace(cfg, run=str(run), state_dir=str(base / cfg.state_dir), secret_key=secret,
-                   bootstrap_public_key_file=bootstrap_key, faults=faults)
+                   bootstrap_public_key_file=bootstrap_key)

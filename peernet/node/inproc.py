@@ -20,14 +20,13 @@ from typing import Any
 from peernet.bootstrap.client import BootstrapClient, ClientCurve
 from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
-from peernet.config import RunSettings, from_mapping
+from peernet.config import RunSettings
 from peernet.errors import BootstrapUnavailable, ConfigError, LaunchError, NodeKilled, TransportError
-from peernet.node.config import NodeConfig
+from peernet.node.config import NodeConfig, node_config_from_mapping
 from peernet.node.daemon import NodeDaemon
 from peernet.node.launcher import LocalCluster
 from peernet.node.wiring import Wiring
 from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Transport
-from peernet.transport.faults import FaultConfig
 
 log = logging.getLogger("peernet.inproc")
 
@@ -46,11 +45,8 @@ def build_node_config(out: Path, state_dir: Path, node_id: int, bootstrap: str, 
     reserved = sorted(set(options) & set(RESERVED))
     if reserved:
         raise ConfigError("set by the in-process run itself; leave it out", file=source, key=reserved[0])
-    data = {"id": node_id, "run": str(out / "run.toml"), "listen": f"mem://{node_id}", "bootstrap": bootstrap,
-            "state_dir": str(state_dir), **options}
-    table = data.pop("faults", None)
-    faults = None if table is None else FaultConfig.from_mapping(table, source=source)
-    return dataclasses.replace(from_mapping(NodeConfig, data, source=source), faults=faults)
+    return node_config_from_mapping({"id": node_id, "run": str(out / "run.toml"), "listen": f"mem://{node_id}",
+                                     "bootstrap": bootstrap, "state_dir": str(state_dir), **options}, source)
 
 
 class WrappedTransport:

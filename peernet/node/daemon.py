@@ -124,7 +124,8 @@ class NodeDaemon:
         write_incarnation(self.state_dir, incarnation)
         exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
                             policy=self.policy, tracked=algorithm.flow or None, max_abs=self.cfg.max_abs or None,
-                            should_stop=self.stop_event.is_set, clock=self.wiring.clock)
+                            should_stop=self.stop_event.is_set, clock=self.wiring.clock, last_round=rounds,
+                            degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours})
         return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
                        edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
                        transport=transport, faulty=faulty,

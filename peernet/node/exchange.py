@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -34,6 +35,11 @@ Frames = list[bytes | memoryview]
 
 #: Messages kept per neighbour while it cannot take them (this round's, a resend, a hello, a bye).
 OUTBOX_LIMIT = 4
+#: The largest edge epoch an honest peer sends: epochs grow by one per drop or restart of the edge, so no real
+#: run comes near; far below the wire's int64 limit, so the +1 of a restart can never overflow it.
+MAX_EPOCH = 1 << 40
+#: What a hello may ask us to connect to: a TCP endpoint with a real port, or an in-process one.
+_ENDPOINT = re.compile(r"tcp://[A-Za-z0-9.\-]+:(\d{1,5})|tcp://\[[0-9A-Fa-f:.]+\]:(\d{1,5})|mem://\d{1,9}")
 
 
 class Exchange:
@@ -43,7 +49,7 @@ class Exchange:
                  layout: Mapping[str, TensorSpec], *, edges: NodeEdges | None = None,
                  policy: RoundPolicy | None = None, tracked: str | None = None, max_abs: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
-                 ) -> None:
+                 last_round: int | None = None, degrees: Mapping[int, int] | None = None) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
@@ -54,6 +60,10 @@ class Exchange:
         self.policy = policy if policy is not None else RoundPolicy()
         self.deadline = AdaptiveDeadline(self.policy)
         self.clock = clock  # monotonic seconds; injected so a test or the protocol simulator can own time
+        # Bounds on what an honest neighbour can send (None: unchecked): the run's last round and each
+        # neighbour's degree in the topology (its declared live degree never exceeds it).
+        self.last_round = last_round
+        self.degrees = dict(degrees or {})
         self.tracked = tracked
         self.max_abs = max_abs
         self.should_stop = should_stop
@@ -65,7 +75,8 @@ class Exchange:
         self.declared: dict[int, dict[int, Declaration]] = {}  # round -> peer -> what we declared
         self.dropped: Counter[str] = Counter()   # invalid messages, by reason
         self.ignored: Counter[str] = Counter()   # valid but unneeded: duplicates, resends of finished rounds
-        self.faulty: Counter[int] = Counter()    # per neighbour: rounds whose tensors were not finite or too large
+        # Per neighbour: messages whose tensors were not finite or too large, or that could not be acted on.
+        self.faulty: Counter[int] = Counter()
         self.timeouts: Counter[int] = Counter()  # per neighbour: rounds it was excluded from for missing the deadline
         self.neighbour_x: dict[int, torch.Tensor] = {}                  # last x received per neighbour
         self.seen_round: dict[int, int] = {}     # highest round announced by each neighbour (authenticated)
@@ -121,7 +132,7 @@ class Exchange:
             header = decode_header(frame, self._expect(current_round, ahead=None))
         except CodecError:
             return
-        if header.sender == routing_id and header.kind == "round":
+        if header.sender == routing_id and header.kind == "round" and self._implausible(header) is None:
             self._heard(header.sender, header.round)
             skipped = self.skipped[header.sender]
             skipped.add(header.round)
@@ -163,7 +174,19 @@ class Exchange:
         if routing_id != header.sender:
             # The transport's identity must agree with the header: nobody may speak for another node.
             self._drop("identity", f"header says sender {header.sender}", routing_id)
-        elif header.kind == "bye":
+            return
+        problem = self._implausible(header)
+        if problem is not None:
+            self._drop("value", problem, routing_id)
+            return
+        try:
+            self._act(header, msg, current_round)
+        except Exception as exc:  # nothing one message asks for may end the node: drop it, count it, blame it
+            self.faulty[header.sender] += 1
+            self._drop("handling", f"{header.kind} message could not be acted on: {exc!r}", routing_id)
+
+    def _act(self, header: Header, msg: Message | None, current_round: int) -> None:
+        if header.kind == "bye":
             self.byes.add(header.sender)
         elif header.kind == "ping":
             self._heard(header.sender)
@@ -171,6 +194,20 @@ class Exchange:
             self._on_hello(header)
         else:
             self._on_round(header, msg.tensors, current_round)
+
+    def _implausible(self, header: Header) -> str | None:
+        """Why a well-formed header carries values no honest peer of this run sends, or None if it does not."""
+        if self.last_round is not None and header.round > self.last_round + self.policy.rounds_ahead:
+            return f"round {header.round} is past the run's last round {self.last_round}"
+        if header.epoch > MAX_EPOCH:
+            return f"edge epoch {header.epoch} is beyond {MAX_EPOCH}"
+        limit = self.degrees.get(header.sender)
+        if limit is not None and header.degree > limit:
+            return f"declared degree {header.degree} is above the sender's degree {limit} in the topology"
+        endpoint = header.meta.get("endpoint")
+        if endpoint is not None and not _valid_endpoint(endpoint):
+            return f"hello endpoint {str(endpoint)[:80]!r} is not tcp://HOST:PORT"
+        return None
 
     def _decode(self, routing_id: int, frames: list[memoryview], current_round: int
                 ) -> tuple[Header, Message | None]:
@@ -469,3 +506,15 @@ class Exchange:
         self.current_round = round_
         for old in [r for r in self.inbox if r < round_]:
             del self.inbox[old]
+
+
+def _valid_endpoint(endpoint: object) -> bool:
+    """A hello's endpoint is followed only if it is a plain TCP (or in-process) endpoint with a real port."""
+    if not isinstance(endpoint, str):
+        return False
+    match = _ENDPOINT.fullmatch(endpoint)
+    if match is None:
+        return False
+    port = match.group(1) or match.group(2)
+    return port is None or 1 <= int(port) <= 65535
+

@@ -157,13 +157,15 @@ class ZmqTransport:
             raise TransportError(f"node {self.node_id}: transport is closed")
 
     def connect(self, peer_id: int, endpoint: str) -> None:
-        """Dial ``peer_id`` at ``endpoint``; a changed endpoint replaces the old DEALER (queued messages dropped)."""
+        """Dial ``peer_id`` at ``endpoint``; a changed endpoint replaces the old DEALER (queued messages dropped).
+
+        The new DEALER is set up first: an endpoint that cannot be dialled raises TransportError and leaves the
+        working connection as it was.
+        """
         self._check_open()
         current = self._dealers.get(peer_id)
-        if current is not None:
-            if current[0] == endpoint:
-                return
-            self.disconnect(peer_id)
+        if current is not None and current[0] == endpoint:
+            return
         sock = self._ctx.socket(zmq.DEALER)
         try:
             self._configure_common(sock)
@@ -186,6 +188,7 @@ class ZmqTransport:
                 raise
             where = f"peer {peer_id} at {endpoint!r}"
             raise TransportError(f"node {self.node_id}: cannot connect to {where}: {exc}") from exc
+        self.disconnect(peer_id)
         self._dealers[peer_id] = (endpoint, sock)
 
     def disconnect(self, peer_id: int) -> None:

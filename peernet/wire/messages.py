@@ -57,6 +57,8 @@ DROP_CODES = (
     "frames",  # wrong frame count, wrong chunk length, or a frame that is not a byte buffer
     "nonfinite",  # NaN or ±Inf in a received tensor (check_finite)
     "magnitude",  # |value| above the configured max_abs (check_finite)
+    "value",  # well-formed, but a field's value makes no sense for this run (node-side protocol check)
+    "handling",  # acting on the message failed (node side): dropped, counted and blamed on its sender
 )
 
 MetaValue = int | float | str | bool | None

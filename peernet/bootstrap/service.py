@@ -20,6 +20,7 @@ from peernet.bootstrap.registry import Refused, Registry
 from peernet.config import load_run_settings, resolve_topology, run_fingerprint
 from peernet.endpoint_file import write_endpoint
 from peernet.errors import ConfigError, TransportError
+from peernet.ratelimit import RateLimitedLog
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key
 from peernet.security.zap import ZapHandler, user_id_of, warn_if_exposed
@@ -65,6 +66,7 @@ class BootstrapService:
         self.registry = Registry(config.registry_path, self.topology, self.fingerprint, node_ttl=config.node_ttl,
                                  max_nodes=config.max_nodes, fresh=fresh)
         self.counters = {"requests": 0, "bad_requests": 0, "rejected": 0}
+        self._warn = RateLimitedLog(log, every=10.0)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
@@ -146,7 +148,8 @@ class BootstrapService:
             reply = self._handle(op, fields)
         except BadRequest as exc:
             self.counters["bad_requests"] += 1
-            log.warning("bad request: %s", exc)
+            # Rate-limited: anyone who can connect can send garbage as fast as the socket takes it.
+            self._warn.warning("bad-request", "bad request: %s (%d so far)", exc, self.counters["bad_requests"])
             reply = {"ok": False, "reason": f"bad request: {exc}"}
         except Refused as exc:
             self.counters["rejected"] += 1
@@ -168,7 +171,8 @@ class BootstrapService:
                 kind = reg.register(f["id"], f["endpoint"], f.get("public_key"), f["fingerprint"], f["incarnation"],
                                     now, replaces=f.get("replaces"))
             except Refused as exc:
-                log.warning("rejected registration of node %s from %s: %s", f["id"], f["endpoint"], exc.reason)
+                self._warn.warning("rejected", "rejected registration of node %s from %s: %s", f["id"], f["endpoint"],
+                                   exc.reason)
                 raise
             if kind != "again":
                 log.info("node %d registered%s at %s", f["id"], " again (restarted)" if kind == "replaced" else "",

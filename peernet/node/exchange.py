@@ -24,7 +24,7 @@ from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
 from peernet.errors import CatchUp, CodecError, RoundAbandoned
-from peernet.node.ratelimit import RateLimitedLog
+from peernet.ratelimit import RateLimitedLog
 from peernet.transport import Transport
 from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec

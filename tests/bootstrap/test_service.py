@@ -164,6 +164,16 @@ def test_malformed_requests_answered_and_counted(service: BootstrapService, clie
     register(client, service, 0, "still-serving")
 
 
+def test_a_stream_of_bad_requests_is_counted_but_logged_once_per_interval(
+        service: BootstrapService, client: BootstrapClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="peernet.bootstrap"):
+        for _ in range(200):
+            assert raw_request(service.endpoint, [b"not msgpack at all"])["ok"] is False
+    assert client.status()["bad_requests"] == 200  # every one counted ...
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # ... one line in the log
+
+
 def test_req_socket_envelope_is_answered(service: BootstrapService) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)

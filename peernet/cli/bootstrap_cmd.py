@@ -25,7 +25,8 @@ if TYPE_CHECKING:
               help="bootstrap.toml: listen, run, state_dir, node_ttl, max_nodes")
 @click.option("--listen", default=None, help="bind address, overriding the file's (port '*' or 0: any free port)")
 @click.option("--fresh", is_flag=True, help="discard the registry in state_dir and start a new run")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
 @reports_errors
 def bootstrap(config_path: str, listen: str | None, fresh: bool, log_level: str) -> None:
     """Run the bootstrap service in the foreground until SIGTERM or Ctrl-C.

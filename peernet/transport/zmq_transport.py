@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,13 +59,27 @@ def encode_routing_id(node_id: int) -> bytes:
     return raw
 
 
+def connection_id(node_id: int) -> bytes:
+    """The routing id of one of our connections: ``<node id>.<16 random hex digits>``.
+
+    A fresh one per connection, so no two connections ever present the same routing id: the ROUTER needs
+    no handover (a restarted node simply has a new id), and a connection claiming another node's id can
+    never take that node's live connection over, since it cannot know its random part.
+    """
+    return encode_routing_id(node_id) + b"." + secrets.token_hex(8).encode("ascii")
+
+
 def decode_routing_id(raw: bytes) -> int | None:
-    """Inverse of :func:`encode_routing_id`; None for anything not in canonical form (e.g. b"007", b"\\x00...")."""
-    if not 0 < len(raw) <= _MAX_ID_DIGITS or not raw.isdigit():
+    """The node id a routing id claims: ``<id>`` (canonical decimal, as :func:`encode_routing_id` writes it)
+    or ``<id>.<16 hex digits>`` (:func:`connection_id`); None for anything else (e.g. b"007", b"\x00...")."""
+    head, dot, nonce = raw.partition(b".")
+    if dot and (len(nonce) != 16 or not all(c in b"0123456789abcdef" for c in nonce)):
         return None
-    if len(raw) > 1 and raw[0:1] == b"0":
+    if not 0 < len(head) <= _MAX_ID_DIGITS or not head.isdigit():
         return None
-    return int(raw)
+    if len(head) > 1 and head[0:1] == b"0":
+        return None
+    return int(head)
 
 
 def _advertised(last_endpoint: str, advertise: str | None) -> str:
@@ -111,7 +126,7 @@ class ZmqTransport:
         context: zmq.Context | None = None,
     ) -> None:
         self.node_id = node_id
-        self._identity = encode_routing_id(node_id)
+        encode_routing_id(node_id)  # checks the id's range now, not at the first connect
         self._max_msg_size = max_msg_size
         self._sndhwm = sndhwm
         self._rcvhwm = rcvhwm
@@ -128,7 +143,8 @@ class ZmqTransport:
         self._router: zmq.Socket = self._ctx.socket(zmq.ROUTER)
         try:
             self._configure_common(self._router)
-            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            # No ROUTER_HANDOVER: every connection has its own random routing id (connection_id), so a second
+            # connection presenting a live one's id is refused by libzmq instead of taking the link over.
             self._router.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
             if curve is not None:
                 # The handler must answer before the first peer connects, so it starts before the bind.
@@ -169,7 +185,7 @@ class ZmqTransport:
         sock = self._ctx.socket(zmq.DEALER)
         try:
             self._configure_common(sock)
-            sock.setsockopt(zmq.ROUTING_ID, self._identity)
+            sock.setsockopt(zmq.ROUTING_ID, connection_id(self.node_id))
             # IMMEDIATE: no queueing onto a pipe not yet connected, so an absent peer means Again, not a backlog.
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
@@ -236,7 +252,7 @@ class ZmqTransport:
             sender = decode_routing_id(parts[0].bytes)
             if sender is None:
                 self.stats["bad_identity"] += 1
-            elif self._zap is not None and user_id_of(parts[0]) != parts[0].bytes.decode():
+            elif self._zap is not None and user_id_of(parts[0]) != str(sender):
                 self._auth_mismatch(sender, user_id_of(parts[0]))
             else:
                 frames = [p.buffer for p in parts[1:]]

@@ -11,6 +11,7 @@ import zmq
 
 from peernet.errors import TransportError
 from peernet.transport import CurveKeys, Transport, ZmqTransport, decode_routing_id, encode_routing_id
+from peernet.transport.zmq_transport import connection_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,6 +56,56 @@ def test_routing_id_round_trip() -> None:
     for bad_id in (-1, 10**10):
         with pytest.raises(TransportError):
             encode_routing_id(bad_id)
+    ids = {connection_id(7) for _ in range(100)}
+    assert len(ids) == 100 and all(decode_routing_id(i) == 7 for i in ids)  # fresh per connection
+    for bad in (b"7.", b"7.abc", b"7." + b"g" * 16, b"07." + b"a" * 16, b"7.0123456789abcdef0"):
+        assert decode_routing_id(bad) is None
+
+
+def test_a_member_key_cannot_take_another_members_link_over(make: Factory) -> None:
+    """Node 1's key (a compromised member) connects to node 0 claiming node 2's routing id, as libzmq's
+    router handover would let it take node 2's live link over. Node 2's messages must keep arriving."""
+    keys = {i: zmq.curve_keypair() for i in range(3)}
+    victim = make(0, curve=CurveKeys(*keys[0], {1: keys[1][0], 2: keys[2][0]}))
+    honest = make(2, curve=CurveKeys(*keys[2], {0: keys[0][0]}))
+    honest.connect(0, victim.endpoint)
+    send_until_accepted(honest, 0, [b"before"])
+    got = victim.recv(5.0)
+    assert got is not None and got[0] == 2
+    ctx = zmq.Context()
+    attackers = []
+    try:
+        # The attacker's own code (raw pyzmq): member 1's key pair, node 2's routing id in both forms.
+        for ident in (b"2", decode_and_guess(honest)):
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.routing_id = ident
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys[0][0], *keys[1]
+            sock.connect(victim.endpoint)
+            attackers.append(sock)
+        for sock in attackers:
+            assert sock.poll(5000, zmq.POLLOUT), "the member key's handshake failed"
+            sock.send(b"spoofed", zmq.NOBLOCK)
+        # Node 2's link is intact: its next messages arrive, and nothing of the attacker's does.
+        for i in range(5):
+            send_until_accepted(honest, 0, [f"after {i}".encode()])
+        seen = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 5 and time.monotonic() < deadline:
+            got = victim.recv(0.5)
+            if got is not None:
+                seen.append((got[0], bytes(got[1][0])))
+        assert seen == [(2, f"after {i}".encode()) for i in range(5)], (seen, victim.stats)
+        assert victim.stats["auth_mismatch"] == 2  # both attempts were seen, counted (and logged)
+    finally:
+        for sock in attackers:
+            sock.close(linger=0)
+        ctx.term()
+
+
+def decode_and_guess(t: ZmqTransport) -> bytes:
+    """A routing id of node 2's form with a guessed random part (the real one is never on the wire in clear)."""
+    return b"2." + b"0" * 16
 
 
 def test_exchange_both_ways_with_chunked_payload(make: Factory) -> None:

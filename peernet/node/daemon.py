@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,7 +29,7 @@ from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
-from peernet.endpoint_file import write_endpoint
+from peernet.endpoint_file import read_endpoint, write_endpoint
 from peernet.errors import BootstrapUnavailable, CatchUp, RoundAbandoned, TransportError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
@@ -42,7 +43,7 @@ from peernet.node.statefiles import read_incarnation, read_table, write_incarnat
 from peernet.node.wiring import Wiring
 from peernet.security.zap import warn_if_exposed
 from peernet.tasks import ImageTask, QuadraticTask, make_task
-from peernet.transport import Transport
+from peernet.transport import CurveKeys, Transport
 from peernet.transport.faults import INJECTED_KEYS, FaultyTransport
 from peernet.wire.messages import TensorSpec
 
@@ -122,15 +123,18 @@ class NodeDaemon:
         incarnation = new_incarnation()
         previous = read_incarnation(self.state_dir)
         write_incarnation(self.state_dir, incarnation)
+        endpoints: dict[int, str] = {}  # filled at the start, kept current from the bootstrap's table
         exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
                             policy=self.policy, tracked=algorithm.flow or None, max_abs=self.cfg.max_abs or None,
                             should_stop=self.stop_event.is_set, clock=self.wiring.clock, last_round=rounds,
-                            degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours})
+                            degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours},
+                            trusted_endpoints=endpoints)
         return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
                        edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
                        transport=transport, faulty=faulty,
                        client=self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()),
                        incarnation=incarnation, previous=previous, exchange=exchange, round=start_round,
+                       endpoints=endpoints,
                        metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
 
     def restore(self, task: QuadraticTask | ImageTask, algorithm: Algorithm, edges: NodeEdges,
@@ -158,12 +162,28 @@ class NodeDaemon:
         if keys is None:
             warn_if_exposed(self.cfg.listen, f"node {self.cfg.id}", "Create keys with `peernet keygen --cluster "
                             "DIR` and set secret_key and bootstrap_public_key_file (docs/node.md, CURVE).")
-        transport = self.wiring.transport(self.cfg, 2 * payload + (1 << 20), None if keys is None else keys.transport())
+        curve = None if keys is None else keys.transport()
+        transport = self._bind(2 * payload + (1 << 20), curve)
         if self.cfg.faults is None:
             return transport, None
         log.warning("fault injection is on: %s", self.cfg.faults)
         faulty = FaultyTransport(transport, self.cfg.faults, clock=self.wiring.clock)
         return faulty, faulty
+
+    def _bind(self, max_msg_size: int, curve: CurveKeys | None) -> Transport:
+        """Bind as configured; with a port left to chance (``*`` or 0), first try the port this node had last
+        time, so a restarted node keeps its endpoint and its neighbours need no new address (they follow a
+        changed one only from the bootstrap's table: docs/security.md)."""
+        previous = read_endpoint(self.state_dir)
+        host, _, port = self.cfg.listen.rpartition(":")
+        if previous is not None and port in ("*", "0") and not self.fresh:
+            old_port = previous.rpartition(":")[2]
+            if old_port.isdigit():
+                try:
+                    return self.wiring.transport(replace(self.cfg, listen=f"{host}:{old_port}"), max_msg_size, curve)
+                except TransportError:
+                    log.info("port %s of the previous run is taken; binding %s", old_port, self.cfg.listen)
+        return self.wiring.transport(self.cfg, max_msg_size, curve)
 
     def start(self, s: Session) -> bool:
         """Rendezvous, connect the neighbours, start the heartbeat, say hello (and rejoin after a crash).
@@ -181,7 +201,8 @@ class NodeDaemon:
         if missing:
             raise TransportError(f"the address table has no entry for neighbours {missing}: cannot connect to them")
         for j in self.neighbours:
-            s.transport.connect(j, table[j]["endpoint"])
+            s.endpoints[j] = table[j]["endpoint"]
+            s.transport.connect(j, s.endpoints[j])
         keys = self.keys
         s.heartbeat = Heartbeat(self.cfg, s.incarnation,
                                 lambda: self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()))
@@ -209,6 +230,7 @@ class NodeDaemon:
         assert s.heartbeat is not None
         for j, endpoint in s.heartbeat.take_endpoint_updates().items():
             if j in self.neighbours:
+                s.endpoints[j] = endpoint
                 s.transport.connect(j, endpoint)
         if s.faulty is not None:
             s.faulty.set_round(s.round)

@@ -49,7 +49,8 @@ class Exchange:
                  layout: Mapping[str, TensorSpec], *, edges: NodeEdges | None = None,
                  policy: RoundPolicy | None = None, tracked: str | None = None, max_abs: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
-                 last_round: int | None = None, degrees: Mapping[int, int] | None = None) -> None:
+                 last_round: int | None = None, degrees: Mapping[int, int] | None = None,
+                 trusted_endpoints: Mapping[int, str] | None = None) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
@@ -64,6 +65,9 @@ class Exchange:
         # neighbour's degree in the topology (its declared live degree never exceeds it).
         self.last_round = last_round
         self.degrees = dict(degrees or {})
+        # Where each neighbour lives according to the trusted sources (the bootstrap's table, kept current by the
+        # daemon): a hello's endpoint is followed only when it agrees. None: follow hellos (tests, tools).
+        self.trusted_endpoints = trusted_endpoints
         self.tracked = tracked
         self.max_abs = max_abs
         self.should_stop = should_stop
@@ -262,7 +266,7 @@ class Exchange:
             return
         endpoint = header.meta.get("endpoint")
         if isinstance(endpoint, str):
-            self.transport.connect(header.sender, endpoint)
+            self._follow(header.sender, endpoint)
         if header.meta.get("reset") is True:
             # It zeroed its tracker (crash or catch-up): our side of the edge goes too, and whatever its previous
             # incarnation sent that still waits here must not be mixed with the new one's state.
@@ -281,6 +285,17 @@ class Exchange:
             frames = self.sent[r].get(header.sender)
             if frames is not None:
                 self._send_to(header.sender, frames)
+
+    def _follow(self, sender: int, endpoint: str) -> None:
+        """Connect to a hello's endpoint only if the trusted table agrees: an announced address is a hint, and a
+        member must not be able to point us elsewhere (a changed address arrives with the bootstrap's table)."""
+        trusted = None if self.trusted_endpoints is None else self.trusted_endpoints.get(sender)
+        if self.trusted_endpoints is not None and trusted != endpoint:
+            self.ignored["endpoint_hint"] += 1
+            self._warn.warning("hint", "neighbour %d announced endpoint %s, which is not the bootstrap's %s: not "
+                               "followed", sender, endpoint[:80], trusted)
+            return
+        self.transport.connect(sender, endpoint)
 
     # -- sending ---------------------------------------------------------------------------------------
     def _control(self, kind: str, round_: int, **meta: str | bool) -> Frames:

@@ -145,7 +145,7 @@ class LocalCluster:
             # and the harness read the metrics file before the new process gets to truncate it.
             shutil.rmtree(self.state_dir(node_id), ignore_errors=True)
         self.state_dir(node_id).mkdir(parents=True, exist_ok=True)
-        clear_endpoint(self.state_dir(node_id))
+        # (A restarted node keeps its endpoint file: it binds the same port again if it can.)
         log: IO[bytes] = (self.out / f"node{node_id}.log").open("ab" if not fresh else "wb")
         cmd = [*self.prefix.get(node_id, []), sys.executable, "-m", "peernet", "node", "--config",
                str(self.node_config_path(node_id))]

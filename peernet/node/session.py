@@ -48,6 +48,8 @@ class Session:
     rejoin_source: str | None = None
     #: Where the neighbours' addresses came from: "bootstrap" (its start reply) or "cached" (state_dir/table.json).
     table_source: str = "bootstrap"
+    #: The neighbours' endpoints as the trusted sources say (the start table, then the bootstrap's updates).
+    endpoints: dict[int, str] = field(default_factory=dict)
 
     @property
     def tracker(self) -> torch.Tensor | None:

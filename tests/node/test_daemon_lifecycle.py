@@ -22,12 +22,14 @@ def test_sigterm_then_restart_resumes_from_checkpoint_bit_exactly(make_cluster: 
     cluster = make_cluster(settings, checkpoint_every=5)
     cluster.start()
     wait_for_round(cluster, 1, 25)
+    before = cluster.endpoint(1)
     cluster.nodes[1].send_signal(signal.SIGTERM)
     assert cluster.nodes[1].wait(timeout=60) == 0  # clean exit on SIGTERM
     ckpt = load_checkpoint(cluster.state_dir(1), node_id=1, run=_fingerprint(cluster))
     assert ckpt is not None and 25 <= ckpt.round < 80
     cluster.start_node(1, fresh=False)
     wait_all(cluster)
+    assert cluster.endpoint(1) == before  # it bound its previous port again: the neighbours' address holds
     summaries = [json.loads((cluster.state_dir(i) / "summary.json").read_text()) for i in range(4)]
     assert all(s["finished"] and s["final_round"] == 80 for s in summaries)
     assert summaries[1]["resumed_from"] == ckpt.round

@@ -147,3 +147,21 @@ def _round_message(sender: int) -> list[bytes]:
             "epoch": 0, "tensors": [{"name": "x", "dtype": "float64", "shape": [4], "nbytes": 32}],
             "meta": {"live": True, "full": True}}
     return [msgpack.packb(head), x.numpy().tobytes()]
+
+
+def test_an_announced_endpoint_is_followed_only_when_the_trusted_table_agrees() -> None:
+    hub = MemoryHub()
+    t0, t1 = MemoryTransport(0, hub), MemoryTransport(1, hub)
+    decoy = MemoryTransport(5, hub)  # where the member would like node 0 to send its tensors
+    trusted = {1: "mem://1"}
+    ex = Exchange(t0, 0, RUN, {1: 0.5}, LAYOUT, last_round=100, degrees={1: 1}, trusted_endpoints=trusted)
+    t0.connect(1, "mem://1")
+    t1.connect(0, t0.endpoint)
+    assert t1.send(0, control("hello", endpoint="mem://5"))
+    assert ex.poll(0, timeout=1.0)
+    assert ex.ignored["endpoint_hint"] == 1 and t0.connected() == {1: "mem://1"}  # not redirected
+    trusted[1] = "mem://5"  # the bootstrap's table says node 1 moved: now the same hello is followed
+    assert t1.send(0, control("hello", endpoint="mem://5"))
+    assert ex.poll(0, timeout=1.0)
+    assert t0.connected() == {1: "mem://5"}
+    decoy.close()

@@ -24,10 +24,12 @@ from peernet.ratelimit import RateLimitedLog
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key
 from peernet.security.zap import ZapHandler, user_id_of, warn_if_exposed
+from peernet.transport.zmq_transport import recv_bounded
 
 log = logging.getLogger("peernet.bootstrap")
 
 MAX_REQUEST_BYTES = 1 << 20  # requests are a few hundred bytes; libzmq drops a peer that sends more than this
+MAX_REQUEST_FRAMES = 4  # identity, REQ's empty delimiter, the request map (and one more, answered as malformed)
 POLL_MS = 100  # how quickly serve_forever notices its stop event
 CLIENT_USER = "client"  # the User-Id of status clients (client_keys_files): they may only ask for status
 
@@ -124,9 +126,16 @@ class BootstrapService:
                 # Drain what is queued so a burst of heartbeats does not wait on the poll timeout.
                 while True:
                     try:
-                        parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        # A request is an identity, maybe an empty delimiter, and one map: a few frames at most.
+                        parts = recv_bounded(self._sock, MAX_REQUEST_FRAMES, MAX_REQUEST_BYTES)
                     except zmq.Again:
                         break
+                    if parts is None:  # read and thrown away frame by frame; nobody to answer
+                        self.counters["requests"] += 1
+                        self.counters["bad_requests"] += 1
+                        self._warn.warning("bad-request", "bad request: too many frames or bytes (%d so far)",
+                                           self.counters["bad_requests"])
+                        continue
                     user = user_id_of(parts[0]) if self._zap is not None else None
                     self._serve_one([p.bytes for p in parts], user)
             self._sweep()

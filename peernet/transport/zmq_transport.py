@@ -82,6 +82,35 @@ def decode_routing_id(raw: bytes) -> int | None:
     return int(head)
 
 
+#: Frames a peernet message can have: a header and the 1 MiB chunks of its tensors (a 1 GB model's pair of
+#: tensors is ~2,000). Anything with more is read frame by frame and thrown away as it comes.
+MAX_FRAMES = 4096
+
+
+def recv_bounded(sock: zmq.Socket, max_frames: int, max_bytes: int) -> list[zmq.Frame] | None:
+    """Receive one multipart message (NOBLOCK on its first frame), keeping at most ``max_frames`` frames and
+    ``max_bytes`` bytes of it (``max_bytes`` < 0: no byte bound). A message over either bound is read to its
+    end and discarded frame by frame, and None is returned: a message of a million tiny frames then costs a
+    loop, not a million buffers held at once (the rest of a multipart message is already queued, so the
+    reads after the first never block)."""
+    first = sock.recv(zmq.NOBLOCK, copy=False)
+    parts = [first]
+    size = 0
+    over = False
+    more = first.more
+    while more:
+        frame = sock.recv(copy=False)
+        more = frame.more
+        if over:
+            continue
+        size += len(frame)
+        parts.append(frame)
+        if len(parts) > max_frames + 1 or 0 <= max_bytes < size:
+            over = True
+            parts = []
+    return None if over else parts
+
+
 def _advertised(last_endpoint: str, advertise: str | None) -> str:
     """Swap the host of ``tcp://host:port`` for ``advertise`` (a wildcard bind is not dialable); a full
     ``tcp://HOST:PORT`` is taken as it is (e.g. behind a NAT that maps another port)."""
@@ -246,8 +275,11 @@ class ZmqTransport:
             if not self._router.poll(remaining_ms, zmq.POLLIN):
                 return None
             try:
-                parts = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                parts = recv_bounded(self._router, MAX_FRAMES, self._max_msg_size)
             except zmq.Again:
+                continue
+            if parts is None:
+                self.stats["oversize"] += 1
                 continue
             sender = decode_routing_id(parts[0].bytes)
             if sender is None:

@@ -318,3 +318,33 @@ def test_advertise_and_errors(make: Factory) -> None:
         t.send(1, [b"x"])
     with pytest.raises(TransportError):
         t.recv(0.0)
+
+
+def test_a_message_of_very_many_tiny_frames_is_dropped_without_being_held(make: Factory) -> None:
+    """A raw-pyzmq sender's one message of 300,000 one-byte frames: read and discarded frame by frame (the
+    transport never holds the frames at once), counted as oversize; the next good message arrives."""
+    import tracemalloc
+
+    victim = make(0)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        sock.linger = 0
+        sock.routing_id = b"1"
+        sock.connect(victim.endpoint)
+        assert sock.poll(5000, zmq.POLLOUT)
+        sock.send_multipart([b"x"] * 300_000)
+        sock.send_multipart([b"good"])
+        tracemalloc.start()
+        try:
+            got = victim.recv(30.0)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert got is not None and got[0] == 1 and bytes(got[1][0]) == b"good"
+        assert victim.stats["oversize"] == 1 and victim.stats["msgs_in"] == 1
+        print(f"\n300,000-frame message: Python peak {peak / 1e6:.2f} MB while reading it")
+        assert peak < 8 << 20, f"{peak / 1e6:.1f} MB of Python objects held while reading it"
+    finally:
+        sock.close(linger=0)
+        ctx.term()

@@ -411,8 +411,13 @@ def checkpoint_edges(ckpt: Checkpoint) -> dict[str, object]:
             "flow": {int(k.split(".", 1)[1]): v for k, v in ckpt.state.items() if k.startswith("flow.")}}
 
 
+#: Transport counters in every round's heartbeat and in summary.json: traffic, and every kind of message the
+#: transport refused before the exchange saw it (docs/security.md).
+TRANSPORT_COUNTERS = ("bytes_out", "bytes_in", "auth_mismatch", "bad_identity", "oversize", "refused_handshakes")
+
+
 def _counters(stats: dict[str, int]) -> dict[str, int]:
-    return {key: stats.get(key, 0) for key in ("bytes_out", "bytes_in", "auth_mismatch")}
+    return {key: stats.get(key, 0) for key in TRANSPORT_COUNTERS}
 
 
 def _fmt(ev: dict[str, Any]) -> str:

@@ -24,8 +24,9 @@ class Transport(Protocol):
     """What the node daemon uses; synchronous, driven from one loop thread.
 
     ``stats`` counts bytes_out, bytes_in, msgs_out, msgs_in (payload frames only), send_would_block,
-    bad_identity (inbound routing id that is no node id), oversize (inbound message over max_msg_size) and
-    auth_mismatch (CURVE: inbound routing id that is not the node the connection's key belongs to).
+    bad_identity (inbound routing id that is no node id), oversize (inbound message over max_msg_size or
+    with too many frames), auth_mismatch (CURVE: inbound routing id that is not the node the connection's
+    key belongs to) and, with CURVE, refused_handshakes (connections the ZAP handler turned away).
     """
 
     node_id: int

@@ -166,7 +166,7 @@ class ZmqTransport:
         self._closed = False
         self.stats: dict[str, int] = dict.fromkeys(
             ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize",
-             "auth_mismatch"), 0
+             "auth_mismatch", "refused_handshakes"), 0
         )
         self._zap: ZapHandler | None = None
         self._router: zmq.Socket = self._ctx.socket(zmq.ROUTER)
@@ -269,6 +269,8 @@ class ZmqTransport:
     def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
         """Wait up to ``timeout`` seconds for one valid message; returns (sender id, frames) or None."""
         self._check_open()
+        if self._zap is not None:
+            self.stats["refused_handshakes"] = self._zap.refused  # connections the ZAP handler turned away
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining_ms = max(0, round((deadline - time.monotonic()) * 1000))

@@ -72,7 +72,9 @@ def test_unknown_key_and_plain_client_get_nothing_to_a_node(make: Factory) -> No
     keep_sending(plain, 2, [b"in the clear"], 0.5)
     assert node.recv(0.5) is None
     assert node.stats["msgs_in"] == 0
-    assert node.stats["refused_handshakes"] >= 2  # both were turned away at the handshake, and counted
+    # The unknown key was turned away by the ZAP handler, and counted. (The plain client fails the mechanism
+    # negotiation before libzmq asks ZAP anything: it is refused too, but not counted; docs/security.md.)
+    assert node.stats["refused_handshakes"] == 1
 
     legit = make(1, CurveKeys(*a, {2: b[0]}))
     legit.connect(2, node.endpoint)

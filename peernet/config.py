@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from peernet.core.schedules import SCHEDULES, step_size_at
 from peernet.errors import ConfigError
 
 T = TypeVar("T")
@@ -107,6 +108,12 @@ class RunSettings:
     heterogeneity: float = field(default=1.0, metadata=bounds(ge=0)
                                  | {"help": "quadratic: spread of the nodes' local optima"})
     dim: int = field(default=10, metadata=bounds(ge=1) | {"help": "quadratic: problem dimension"})
+    schedule: str = field(default="constant", metadata=_choices(*SCHEDULES)
+                          | {"help": "step-size schedule over the run: constant, cosine (down towards 0), step "
+                             "(× decay at 1/2 and again at 3/4 of the rounds)"})
+    warmup_rounds: int = field(default=0, metadata=bounds(ge=0) | {"help": "rounds of linear warm-up from "
+                               "lr/warmup_rounds to lr before the schedule"})
+    decay: float = field(default=0.1, metadata=bounds(gt=0, le=1) | {"help": "the step schedule's factor"})
     dtype: str | None = field(default=None, metadata=_choices(*DTYPE_NAMES)
                               | {"help": "parameter dtype (default float64 for quadratic, float32 otherwise)"})
 
@@ -129,6 +136,10 @@ class RunSettings:
         """Hash of every setting that must agree between nodes (the data directory may differ)."""
         data = dataclasses.asdict(self)
         data.pop("data_dir")
+        # Keys added later enter the fingerprint only when set, so runs of earlier versions resume unchanged.
+        for key, default in (("schedule", "constant"), ("warmup_rounds", 0), ("decay", 0.1)):
+            if data[key] == default:
+                data.pop(key)
         data["topology"] = topology_fingerprint or data["topology"]
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -254,6 +265,12 @@ def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None)
     # Checked here, not only in resolve_topology, so the message names the file the typo is in.
     _check_topology_name(settings.topology, file=str(path))
     return settings
+
+
+def scheduled_step_size(settings: RunSettings, round_: int, rounds: int) -> float:
+    """The step size of round ``round_`` of ``rounds`` under the run's schedule (peernet.core.schedules)."""
+    return step_size_at(settings.step_size, round_, rounds, schedule=settings.schedule,
+                        warmup=settings.warmup_rounds, decay=settings.decay)
 
 
 def total_rounds(settings: RunSettings, rounds_per_epoch: int) -> int:

@@ -23,6 +23,7 @@ from peernet.config import (
     load_run_settings,
     resolve_topology,
     run_fingerprint,
+    scheduled_step_size,
     total_rounds,
 )
 from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
@@ -241,7 +242,8 @@ class NodeDaemon:
         ex = s.exchange
         before = (ex.wait_seconds, ex.mix_seconds, sum(ex.timeouts.values()))
         try:
-            s.x = s.algorithm.step(s.x, s.state, grad, s.hp, ex.gossip_for(s.round))
+            hp = replace(s.hp, lr=scheduled_step_size(self.settings, s.round, s.rounds))
+            s.x = s.algorithm.step(s.x, s.state, grad, hp, ex.gossip_for(s.round))
         except RoundAbandoned:
             s.x, s.state = snapshot
             log.info("round %d abandoned on request", s.round)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from peernet.atomic import write_atomic
-from peernet.config import RunSettings, eval_interval, resolve_topology, total_rounds
+from peernet.config import RunSettings, eval_interval, resolve_topology, scheduled_step_size, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
@@ -76,6 +76,7 @@ def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWr
     train_seconds = 0.0
     try:
         for r in range(rounds):
+            sim.hp = dataclasses.replace(sim.hp, lr=scheduled_step_size(settings, r, rounds))
             t0 = time.perf_counter()
             losses = sim.step()
             train_seconds += time.perf_counter() - t0

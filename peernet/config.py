@@ -114,6 +114,9 @@ class RunSettings:
     warmup_rounds: int = field(default=0, metadata=bounds(ge=0) | {"help": "rounds of linear warm-up from "
                                "lr/warmup_rounds to lr before the schedule"})
     decay: float = field(default=0.1, metadata=bounds(gt=0, le=1) | {"help": "the step schedule's factor"})
+    augment: str = field(default="none", metadata=_choices("none", "crop") | {"help": "image augmentation: "
+                         "crop = random crop after zero padding by 1/8 of the side, per sample, from (seed, node, "
+                         "round)"})
     dtype: str | None = field(default=None, metadata=_choices(*DTYPE_NAMES)
                               | {"help": "parameter dtype (default float64 for quadratic, float32 otherwise)"})
 
@@ -137,7 +140,7 @@ class RunSettings:
         data = dataclasses.asdict(self)
         data.pop("data_dir")
         # Keys added later enter the fingerprint only when set, so runs of earlier versions resume unchanged.
-        for key, default in (("schedule", "constant"), ("warmup_rounds", 0), ("decay", 0.1)):
+        for key, default in (("schedule", "constant"), ("warmup_rounds", 0), ("decay", 0.1), ("augment", "none")):
             if data[key] == default:
                 data.pop(key)
         data["topology"] = topology_fingerprint or data["topology"]

@@ -21,6 +21,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
 from peernet.config import RunSettings
+from peernet.data.augment import crop_offsets, crop_padding, random_crop
 from peernet.data.quadratic import QuadraticProblem, make_quadratic
 from peernet.models import build_model
 from peernet.models.flat import ParamLayout
@@ -236,7 +237,16 @@ class ImageTask:
 
     def _node_batch(self, node: int, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(self.samplers[node].batch(round_)).to(self.device)
-        return self.train_x[idx], self.train_y[idx]
+        return self._augment(self.train_x[idx], node, round_), self.train_y[idx]
+
+    def _augment(self, xb: torch.Tensor, node: int, round_: int) -> torch.Tensor:
+        """Node ``node``'s batch of round ``round_``, randomly cropped when the run asks for it (the offsets
+        depend on (seed, node, round) only: the same in every mode, in the simulator and in the daemon)."""
+        if self.settings.augment == "none":
+            return xb
+        pad = crop_padding(xb.shape[-2])
+        offsets = crop_offsets(self.settings.seed, node, round_, xb.shape[0], pad)
+        return random_crop(xb, torch.from_numpy(offsets).to(xb.device), pad)
 
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]:
         xb, yb = self._node_batch(node, round_)
@@ -257,6 +267,8 @@ class ImageTask:
         lo, hi = nodes.start, nodes.stop
         idx = torch.from_numpy(np.stack([self.samplers[i].batch(round_) for i in nodes])).to(self.device)
         xb, yb = self.train_x[idx], self.train_y[idx]
+        if self.settings.augment != "none":
+            xb = torch.stack([self._augment(xb[k], i, round_) for k, i in enumerate(nodes)])
         if self._stacked is None:
             replica = self._replica()
             if replica.vmapped is None:

@@ -44,7 +44,7 @@ def test_default_settings_keep_their_fingerprint() -> None:
     """Runs of earlier versions (no schedule keys) must still resume: defaults leave the fingerprint alone."""
     data = dataclasses.asdict(RunSettings())
     data.pop("data_dir")
-    for key in ("schedule", "warmup_rounds", "decay"):
+    for key in ("schedule", "warmup_rounds", "decay", "augment"):
         data.pop(key)
     old = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     assert RunSettings().fingerprint() == old

@@ -69,6 +69,10 @@ def check_fields(obj: Any) -> None:
             raise ConfigError(f"must be {rule}, got {value}", key=f.name)
 
 
+#: Run settings added after runs were already being checkpointed: in the fingerprint only when not default.
+LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything that must agree between nodes of one run (and so enters the run fingerprint).
@@ -140,8 +144,9 @@ class RunSettings:
         data = dataclasses.asdict(self)
         data.pop("data_dir")
         # Keys added later enter the fingerprint only when set, so runs of earlier versions resume unchanged.
-        for key, default in (("schedule", "constant"), ("warmup_rounds", 0), ("decay", 0.1), ("augment", "none")):
-            if data[key] == default:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in LATER_KEYS:
+            if data[key] == defaults[key]:
                 data.pop(key)
         data["topology"] = topology_fingerprint or data["topology"]
         blob = json.dumps(data, sort_keys=True).encode()

@@ -20,6 +20,10 @@ from peernet.sim.run import run_simulation
 CLUSTER_TIMEOUT = 300
 LENET = dict(dataset="fashion-mnist", model="lenet", nodes=4, topology="ring", batch_size=32, lr=0.01,
              eval_samples=500)
+#: The fault tests' run: Momentum Tracking on an 8-node ring of heterogeneous quadratics (float64, exact
+#: optimum); each test sets its own length with dataclasses.replace.
+RING8_QUADRATIC = RunSettings(algorithm="momentum-tracking", topology="ring", nodes=8, dataset="quadratic",
+                              heterogeneity=3.0, lr=0.05, rounds=1000, seed=0)
 #: Sub-second rounds on the quadratic task: deadlines an in-process cluster meets easily on a busy 2-core box.
 FAST: dict[str, Any] = {"deadline_floor": 0.5, "deadline_ceiling": 2.0, "bootstrap_timeout": 1.0,
                         "heartbeat_every": 0.2, "rejoin_wait": 2.0}

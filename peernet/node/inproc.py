@@ -84,11 +84,12 @@ class WrappedTransport:
 
 class KillableTransport(WrappedTransport):
     """Killed from another thread: it leaves the hub at once (the neighbours' sends fail, as to a dead
-    process) and every later call in the node's own thread raises NodeKilled."""
+    process) and every later call in the node's own thread raises NodeKilled. ``killed`` is the node's own
+    flag, shared with its bootstrap client."""
 
-    def __init__(self, inner: MemoryTransport) -> None:
+    def __init__(self, inner: MemoryTransport, killed: threading.Event) -> None:
         super().__init__(inner)
-        self.killed = threading.Event()
+        self.killed = killed
 
     def kill(self) -> None:
         self.killed.set()
@@ -200,7 +201,7 @@ class InProcessCluster:
 
         def transport(cfg: NodeConfig, max_msg_size: int, curve: CurveKeys | None) -> Transport:
             ports["transport"] = KillableTransport(MemoryTransport(cfg.id, self.hub, hwm=self.hwm,
-                                                                   max_msg_size=max_msg_size))
+                                                                   max_msg_size=max_msg_size), killed)
             if killed.is_set():  # killed before it built its transport
                 ports["transport"].kill()
             return ports["transport"]
@@ -234,7 +235,7 @@ class InProcessCluster:
     def kill(self, node_id: int, timeout: float = 30.0) -> None:
         """End a node as SIGKILL would: its endpoint vanishes now, its thread stops at its next network call."""
         node = self.nodes[node_id]
-        node.killed.set()
+        node.killed.set()  # first: a transport built from now on is killed by its factory
         transport = node.transport
         if transport is not None:
             transport.kill()  # not stop_event: that is SIGTERM, a clean exit with a clean checkpoint

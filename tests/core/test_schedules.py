@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peernet.config import RunSettings
+from peernet.config import LATER_KEYS, RunSettings
 from peernet.core.schedules import SCHEDULES, step_size_at
 from peernet.errors import ConfigError
 from peernet.node.results import final_params
@@ -44,7 +44,7 @@ def test_default_settings_keep_their_fingerprint() -> None:
     """Runs of earlier versions (no schedule keys) must still resume: defaults leave the fingerprint alone."""
     data = dataclasses.asdict(RunSettings())
     data.pop("data_dir")
-    for key in ("schedule", "warmup_rounds", "decay", "augment"):
+    for key in LATER_KEYS:
         data.pop(key)
     old = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     assert RunSettings().fingerprint() == old

@@ -4,14 +4,14 @@ node/chaos/bootstrap-kill.toml`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
-from peernet.config import RunSettings
 from peernet.node.inproc import InProcessCluster
 from peernet.node.results import merge_run
+from tests.clusters import RING8_QUADRATIC
 
-QUAD = RunSettings(algorithm="momentum-tracking", topology="ring", nodes=8, dataset="quadratic", heterogeneity=3.0,
-                   lr=0.05, rounds=800, seed=0)
+QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=800)
 
 
 def test_restart_without_bootstrap_uses_the_cached_table(make_inproc: Callable[..., InProcessCluster]) -> None:

@@ -21,11 +21,11 @@ from peernet.node.results import final_params
 from peernet.sim.engine import Simulator
 from peernet.sim.protocol import run_protocol
 from peernet.tasks import make_task
+from tests.clusters import RING8_QUADRATIC
 
 DEAD, AT = 3, 200
 CEILING = 3.0
-QUAD = RunSettings(algorithm="momentum-tracking", topology="ring", nodes=8, dataset="quadratic", heterogeneity=3.0,
-                   lr=0.05, rounds=3000, seed=3)
+QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=3000, seed=3)
 SURVIVORS = [i for i in range(8) if i != DEAD]
 
 

@@ -7,21 +7,21 @@ networks in namespaces: tests/chaos and tests/faults/test_scenarios.py).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from peernet.config import RunSettings
 from peernet.core.mixing import consensus_distance
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.results import final_params
 from peernet.sim.protocol import run_protocol
 from peernet.tasks import make_task
+from tests.clusters import RING8_QUADRATIC
 
 START, END = 300, 330
-QUAD = RunSettings(algorithm="momentum-tracking", topology="ring", nodes=8, dataset="quadratic", heterogeneity=3.0,
-                   lr=0.05, rounds=1500, eval_every=10, seed=0)
+QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=1500, eval_every=10)
 # Every node runs the fault-injecting transport with the same partition: rounds [300, 330) cut {0..3} from {4..7}.
 FAULTS: dict[str, Any] = {"partitions": [{"groups": [[0, 1, 2, 3]], "from_round": START, "to_round": END}]}
 

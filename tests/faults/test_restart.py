@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from peernet.config import RunSettings
 from peernet.node.inproc import InProcessCluster
 from peernet.node.results import merge_run
+from tests.clusters import RING8_QUADRATIC
 
-QUAD = RunSettings(algorithm="momentum-tracking", topology="ring", nodes=8, dataset="quadratic", heterogeneity=3.0,
-                   lr=0.05, rounds=1000, seed=0)
+QUAD = RING8_QUADRATIC
 
 
 def test_restart_within_the_deadline_keeps_the_tracker_exact(make_inproc: Callable[..., InProcessCluster]) -> None:

@@ -68,7 +68,7 @@ def floor_step(settings: RunSettings, rounds: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     task = ImageTask(settings, settings.nodes)
     model = task.model
-    xb, yb = task.train_x[:settings.batch_size], task.train_y[:settings.batch_size]
+    xb, yb = task.data.normalise(task.train_x[:settings.batch_size]), task.train_y[:settings.batch_size]
 
     def step() -> None:
         model.zero_grad(set_to_none=True)

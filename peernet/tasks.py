@@ -182,41 +182,78 @@ class _Replica:
         return float(loss.detach())
 
 
-class ImageTask:
-    """An image classifier trained on per-node shards of a labelled dataset."""
+def image_shards(settings: RunSettings, nodes: int, labels: np.ndarray, num_classes: int = 10) -> Shards:
+    """Each node's training indices and the validation indices, from the labels alone (no image is read)."""
+    from peernet.data.partition import partition_with_validation
 
-    def __init__(self, settings: RunSettings, nodes: int) -> None:
-        from peernet.data.datasets import load_dataset
-        from peernet.data.partition import partition, validation_split
+    parts, val_idx = partition_with_validation(
+        labels, nodes, settings.partition, seed=settings.seed, val_fraction=settings.val_fraction,
+        classes_per_node=settings.classes_per_node, alpha=settings.alpha, num_classes=num_classes)
+    return Shards(tuple(parts), val_idx)
+
+
+def rounds_per_epoch(settings: RunSettings, nodes: int) -> int:
+    """Rounds in one epoch of a run (batches in the mean shard), without building the task or reading images."""
+    if settings.dataset == "quadratic":
+        return 1
+    from peernet.data.datasets import load_labels
+
+    shards = image_shards(settings, nodes, load_labels(settings.dataset, settings.data_dir)[0])
+    return _rounds_per_epoch(shards, settings.batch_size)
+
+
+def _rounds_per_epoch(shards: Shards, batch_size: int) -> int:
+    mean_shard = int(np.mean([len(s) for s in shards.indices]))
+    return max(1, mean_shard // batch_size)
+
+
+class ImageTask:
+    """An image classifier trained on per-node shards of a labelled dataset.
+
+    Images stay uint8 and are normalised per batch. With ``node`` (a daemon) the task reads and keeps only
+    that node's shard and the evaluation rows it uses; the samplers give indices into the whole training
+    set, which ``_rows`` maps to the rows kept. Without it (the simulator) every node shares one copy.
+    """
+
+    def __init__(self, settings: RunSettings, nodes: int, node: int | None = None) -> None:
+        from peernet.data.datasets import load_dataset, load_labels
 
         self.settings = settings
         self.nodes = nodes
         # Measured: 8 LeNet nodes 26 vs 41 ms a round, 64 MLP nodes 106 vs 148 ms (docs/algorithms.md).
         self.batched_on_cpu = False
         self.dtype = _DTYPES[settings.param_dtype]
-        data = load_dataset(settings.dataset, settings.data_dir)
-        self.data = data
-        labels = data.train_y.numpy()
-        train_idx, val_idx = validation_split(labels, settings.val_fraction, settings.seed)
-        parts = partition(labels[train_idx], nodes, settings.partition, seed=settings.seed,
-                          classes_per_node=settings.classes_per_node, alpha=settings.alpha,
-                          num_classes=data.num_classes)
-        self.shards = Shards(tuple(train_idx[p] for p in parts), val_idx)
+        labels = load_labels(settings.dataset, settings.data_dir)[0]
+        self.shards = image_shards(settings, nodes, labels)
         self.samplers = [BatchSampler(s, settings.batch_size, settings.seed, i)
                          for i, s in enumerate(self.shards.indices)]
-        mean_shard = int(np.mean([len(s) for s in self.shards.indices]))
-        self.rounds_per_epoch = max(1, mean_shard // settings.batch_size)
+        self.rounds_per_epoch = _rounds_per_epoch(self.shards, settings.batch_size)
+        limit = settings.eval_samples or None
+        val = self.shards.val_indices[:limit]
+        # Rows of the training set this task holds: all of them, or one node's shard and the validation rows.
+        self._rows = None if node is None else np.union1d(self.shards.indices[node], val)
+        if self._rows is None:
+            self.data = load_dataset(settings.dataset, settings.data_dir)
+        else:
+            self.data = load_dataset(settings.dataset, settings.data_dir, train_rows=self._rows, test_limit=limit)
+        self._val = self._local(val)
         torch.manual_seed(settings.seed)
-        self.model = build_model(settings.model, data.input_shape, data.num_classes).to(self.dtype)
+        self.model = build_model(settings.model, self.data.input_shape, self.data.num_classes).to(self.dtype)
         self.layout = ParamLayout.of(self.model)
         self.dim = self.layout.numel
         self.device = torch.device("cpu")
-        # One copy of the images for every node (float32 datasets are not converted).
-        self.train_x = data.train_x.to(self.dtype)
-        self.train_y = data.train_y
+        self.train_x = self.data.train_x  # uint8: normalised batch by batch (``_images``)
+        self.train_y = self.data.train_y
         self._init = self.layout.flatten(self.model)
         self._stacked = stacked_forward(self.model)
-        self._local = threading.local()
+        self._local_threads = threading.local()
+
+    def _local(self, idx: np.ndarray) -> np.ndarray:
+        """Indices into the whole training set → indices into the rows this task holds."""
+        return idx if self._rows is None else np.searchsorted(self._rows, idx)
+
+    def _images(self, x_u8: torch.Tensor) -> torch.Tensor:
+        return self.data.normalise(x_u8, self.dtype)
 
     def initial_params(self) -> torch.Tensor:
         return self._init.clone().to(self.device)
@@ -227,17 +264,17 @@ class ImageTask:
         self.model.to(device)
         self.train_x = self.train_x.to(device)
         self.train_y = self.data.train_y.to(device)
-        self._local = threading.local()
+        self._local_threads = threading.local()
 
     def _replica(self) -> _Replica:
-        replica = getattr(self._local, "replica", None)
+        replica = getattr(self._local_threads, "replica", None)
         if replica is None:
-            replica = self._local.replica = _Replica(self.model, self.layout)
+            replica = self._local_threads.replica = _Replica(self.model, self.layout)
         return replica
 
     def _node_batch(self, node: int, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(self.samplers[node].batch(round_)).to(self.device)
-        return self._augment(self.train_x[idx], node, round_), self.train_y[idx]
+        idx = torch.from_numpy(self._local(self.samplers[node].batch(round_))).to(self.device)
+        return self._augment(self._images(self.train_x[idx]), node, round_), self.train_y[idx]
 
     def _augment(self, xb: torch.Tensor, node: int, round_: int) -> torch.Tensor:
         """Node ``node``'s batch of round ``round_``, randomly cropped when the run asks for it (the offsets
@@ -265,8 +302,9 @@ class ImageTask:
                 grads[i] = replica.grad
             return
         lo, hi = nodes.start, nodes.stop
-        idx = torch.from_numpy(np.stack([self.samplers[i].batch(round_) for i in nodes])).to(self.device)
-        xb, yb = self.train_x[idx], self.train_y[idx]
+        idx = torch.from_numpy(self._local(np.stack([self.samplers[i].batch(round_) for i in nodes])))
+        idx = idx.to(self.device)
+        xb, yb = self._images(self.train_x[idx]), self.train_y[idx]
         if self.settings.augment != "none":
             xb = torch.stack([self._augment(xb[k], i, round_) for k, i in enumerate(nodes)])
         if self._stacked is None:
@@ -291,14 +329,15 @@ class ImageTask:
         losses[lo:hi] = node_losses.detach()
 
     def _eval_split(self, split: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and labels of the split's first ``limit`` samples (all when 0), on the task's device."""
         if split == "test":
             xs, ys = self.data.test_x, self.data.test_y
         else:
-            sel = torch.from_numpy(self.shards.val_indices)
+            sel = torch.from_numpy(self._val)
             xs, ys = self.data.train_x[sel], self.data.train_y[sel]
         if limit:
             xs, ys = xs[:limit], ys[:limit]
-        return xs.to(self.device, self.dtype), ys.to(self.device)
+        return xs.to(self.device), ys.to(self.device)
 
     @torch.no_grad()
     def accuracy(self, X: torch.Tensor, split: str = "test", limit: int = 0, chunk: int = 250,
@@ -316,7 +355,7 @@ class ImageTask:
         params: Any = X if not batched else self.layout.unflatten(X)
         correct = torch.zeros(k, device=self.device)
         for start in range(0, len(ys), chunk):
-            logits = forward(params, xs[start:start + chunk])
+            logits = forward(params, self._images(xs[start:start + chunk]))
             correct += (logits.argmax(dim=-1) == ys[start:start + chunk]).sum(dim=-1).float()
         return (correct / len(ys)).cpu()
 
@@ -365,8 +404,8 @@ class ImageTask:
         return out
 
 
-def make_task(settings: RunSettings, nodes: int) -> QuadraticTask | ImageTask:
-    """The task for ``settings.dataset`` on ``nodes`` nodes."""
+def make_task(settings: RunSettings, nodes: int, node: int | None = None) -> QuadraticTask | ImageTask:
+    """The task for ``settings.dataset`` on ``nodes`` nodes; ``node``: only what that node's daemon needs."""
     if settings.dataset == "quadratic":
         return QuadraticTask(settings, nodes)
-    return ImageTask(settings, nodes)
+    return ImageTask(settings, nodes, node)

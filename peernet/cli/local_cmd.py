@@ -36,13 +36,13 @@ def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json
     from peernet.config import total_rounds
     from peernet.node.launcher import LaunchError, LocalCluster
     from peernet.node.results import merge_run, plot_run
-    from peernet.tasks import make_task
+    from peernet.tasks import rounds_per_epoch
 
     settings = pop_settings(kwargs)
     run_dir = Path(out) if out else Path("runs") / time.strftime("local-%Y%m%d-%H%M%S")
     cluster = LocalCluster.prepare(settings, run_dir, {"checkpoint_every": checkpoint_every}, curve=curve)
     rounds = settings.rounds if settings.rounds is not None else total_rounds(
-        settings, make_task(settings, cluster.topology.n).rounds_per_epoch)
+        settings, rounds_per_epoch(settings, cluster.topology.n))
     start = time.perf_counter()
     try:
         cluster.start()

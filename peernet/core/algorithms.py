@@ -10,6 +10,10 @@ difference between simulator and daemon can only come from the transport.
 
 State is a plain ``dict[str, Tensor]`` (momentum, tracker, ...) that the rule updates in place; every
 entry starts at zero (docs/design.md §1: zero initialisation keeps the tracking invariant exact).
+
+Every rule is *transactional*: it never writes ``x`` and writes its state only after its gossip returned.
+A daemon's gossip raises when the round is abandoned (told to stop, or the node must catch up); the node
+then still holds the round's starting point untouched, with no copy of it taken every round.
 """
 
 from __future__ import annotations
@@ -92,8 +96,10 @@ class DSGDm(Algorithm):
              gossip: Gossip) -> Tensor:
         g = self._decayed(x, grad, hp)
         u = state["u"]
-        u.mul_(hp.beta).add_(g)
-        return gossip(x=x - hp.lr * u)["x"]
+        u_new = (u * hp.beta).add_(g)  # not in place: the state changes only once the gossip returned
+        x_new = gossip(x=x - hp.lr * u_new)["x"]
+        u.copy_(u_new)
+        return x_new
 
 
 class QGDSGDm(Algorithm):
@@ -151,17 +157,16 @@ class MomentumTracking(Algorithm):
              gossip: Gossip) -> Tensor:
         g = self._decayed(x, grad, hp)
         u, c = state["u"], state["c"]
-        if self.force_beta_zero:
-            u.copy_(g)
-        else:
-            u.mul_(hp.beta).add_(g)
-        d = c - u
+        # The new momentum out of place: the state changes only once the gossip returned.
+        u_new = g if self.force_beta_zero else (u * hp.beta).add_(g)
+        d = c - u_new
         mixed = gossip(x=x, d=d)
         # x ← mix(x) − η(u − c). IEEE subtraction is antisymmetric, so u − c is exactly −d and this is the
         # same number computed with one pass over memory less.
         x_new = mixed["x"] + hp.lr * d
         # c ← mix(d) + u; written as in the paper so that mean(u − c) = mean(u) holds exactly.
-        torch.add(mixed["d"], u, out=c)
+        torch.add(mixed["d"], u_new, out=c)
+        u.copy_(u_new)
         return x_new
 
 

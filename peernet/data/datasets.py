@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from peernet.data.records import CHUNK_BYTES, open_stream, read_exact, select_records
 from peernet.errors import ConfigError, DataError
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
@@ -71,9 +71,11 @@ _HOW_TO_GET = {
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A labelled image dataset with normalised float32 images of shape (n, C, H, W).
+    """A labelled image dataset: uint8 images of shape (n, C, H, W), normalised per batch by ``normalise``.
 
-    Instances are cached and shared by ``load_dataset``: treat the tensors as read-only.
+    Kept as bytes, not floats: a quarter of the memory, and a node daemon holds only the rows it uses
+    (``load_dataset(..., train_rows=...)``). Instances from ``load_dataset`` without rows are cached and
+    shared: treat the tensors as read-only.
     """
 
     name: str
@@ -88,6 +90,24 @@ class ImageDataset:
         """(C, H, W) of one image."""
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
+
+    def normalise(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 images → standardised per channel, in float32 (then ``dtype``).
+
+        The same float32 operations, in the same order, as standardising the whole set at load time did, so
+        every batch is bit-identical to a row of that set.
+        """
+        return normalise(self.name, images, dtype)
+
+
+def normalise(name: str, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images of dataset ``name`` (…, C, H, W) → float32 standardised per channel, then ``dtype``."""
+    mean, std = _NORMALISATION[name]
+    shape = (-1, 1, 1)
+    x = images.to(torch.float32).div_(255.0)
+    x.sub_(torch.tensor(mean, dtype=torch.float32, device=x.device).reshape(shape))
+    x.div_(torch.tensor(std, dtype=torch.float32, device=x.device).reshape(shape))
+    return x if dtype == torch.float32 else x.to(dtype)
 
 
 def _check_name(name: str) -> None:
@@ -147,53 +167,42 @@ def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     raise DataError(f"dataset '{name}' not found (tried {where}); to get it, {_HOW_TO_GET[name]}")
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File contents, transparently gunzipped when the file starts with the gzip magic."""
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        return raw
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from exc
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Decode an IDX file (raw or .gz) into an array in native byte order.
-
-    Header: two zero bytes, a type code, the number of dimensions, then one big-endian uint32 per dimension.
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    dtype = _IDX_DTYPES.get(data[2])
+def _idx_header(fh: BinaryIO, path: Path) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """Read an IDX header: two zero bytes, a type code, the number of dimensions, one big-endian uint32 each."""
+    head = read_exact(fh, 4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+    dtype = _IDX_DTYPES.get(head[2])
     if dtype is None:
-        raise DataError(f"{path}: unknown IDX type code 0x{data[2]:02x}")
-    ndim = data[3]
+        raise DataError(f"{path}: unknown IDX type code 0x{head[2]:02x}")
+    ndim = head[3]
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares zero dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise DataError(
-            f"{path}: IDX payload is {len(data) - header} bytes, but dims {dims} of {dtype.name} "
-            f"need {expected}"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
+    raw = read_exact(fh, 4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({4 + len(raw)} bytes, need {4 + 4 * ndim})")
+    return dtype, tuple(int(d) for d in np.frombuffer(raw, dtype=">u4"))
 
 
-def _normalise(name: str, images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 (n, C, H, W) → float32 standardised per channel."""
-    mean, std = _NORMALISATION[name]
-    x = images_u8.astype(np.float32) / np.float32(255.0)
-    x -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    x /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return torch.from_numpy(x)
+def _idx_payload(fh: BinaryIO, path: Path, dtype: np.dtype[Any], dims: tuple[int, ...],
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """The IDX array after the header (rows ``rows`` of its first axis only), in native byte order."""
+    record = int(np.prod(dims[1:], dtype=np.int64)) * dtype.itemsize
+    try:
+        raw = select_records(fh, path, dims[0], record, rows)
+    except DataError as exc:
+        raise DataError(f"{exc}; IDX dims {dims} of {dtype.name}") from None
+    arr = raw.view(dtype).reshape(len(raw), *dims[1:])
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: Path, rows: np.ndarray | None = None) -> np.ndarray:
+    """Decode an IDX file (raw or .gz) into an array in native byte order; ``rows`` (sorted, unique indices
+    of the first axis) keeps only those, reading the file in bounded memory."""
+    path = Path(path)
+    with open_stream(path) as fh:
+        dtype, dims = _idx_header(fh, path)
+        return _idx_payload(fh, path, dtype, dims, rows)
 
 
 def _labels(path: Path | str, labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -202,53 +211,124 @@ def _labels(path: Path | str, labels: np.ndarray, num_classes: int) -> torch.Ten
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _load_idx(name: str, directory: Path) -> ImageDataset:
-    parts: dict[str, torch.Tensor] = {}
-    for split in ("train", "test"):
-        images_path = _find_file(directory, _IDX_FILES[f"{split}_x"])
-        labels_path = _find_file(directory, _IDX_FILES[f"{split}_y"])
-        if images_path is None or labels_path is None:
-            raise DataError(f"{directory}: IDX files of '{name}' are missing; {_HOW_TO_GET[name]}")
-        images = read_idx(images_path)
-        labels = read_idx(labels_path)
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DataError(f"{images_path}: expected uint8 images of shape (n, 28, 28), got {images.shape}")
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise DataError(f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images")
-        parts[f"{split}_x"] = _normalise(name, images.reshape(-1, 1, 28, 28))
-        parts[f"{split}_y"] = _labels(labels_path, labels, 10)
-    return ImageDataset(name=name, num_classes=10, **parts)
+def _idx_paths(name: str, directory: Path, split: str) -> tuple[Path, Path]:
+    images = _find_file(directory, _IDX_FILES[f"{split}_x"])
+    labels = _find_file(directory, _IDX_FILES[f"{split}_y"])
+    if images is None or labels is None:
+        raise DataError(f"{directory}: IDX files of '{name}' are missing; {_HOW_TO_GET[name]}")
+    return images, labels
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = _read_bytes(path)
-    if not data or len(data) % _CIFAR_RECORD:
-        raise DataError(
-            f"{path}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte CIFAR records"
-        )
-    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
-    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0]
+def _idx_split(name: str, directory: Path, split: str, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, (n, 1, 28, 28)) and labels of one split, only ``rows`` of them when given."""
+    images_path, labels_path = _idx_paths(name, directory, split)
+    labels = read_idx(labels_path)
+    with open_stream(images_path) as fh:
+        dtype, dims = _idx_header(fh, images_path)
+        if dtype != np.uint8 or len(dims) != 3 or dims[1:] != (28, 28):
+            raise DataError(f"{images_path}: expected uint8 images of shape (n, 28, 28), got {dims}")
+        if labels.ndim != 1 or labels.shape[0] != dims[0]:
+            raise DataError(f"{labels_path}: {labels.shape[0]} labels for {dims[0]} images")
+        images = _idx_payload(fh, images_path, dtype, dims, rows)
+    kept = labels if rows is None else labels[rows]
+    return torch.from_numpy(images.reshape(-1, 1, 28, 28)), _labels(labels_path, kept, 10)
 
 
-def _load_cifar(name: str, directory: Path) -> ImageDataset:
-    parts: dict[str, torch.Tensor] = {}
-    for split, files in (("train", _CIFAR_TRAIN), ("test", (_CIFAR_TEST,))):
-        batches = [_read_cifar_batch(directory / f) for f in files]
-        images = np.concatenate([b[0] for b in batches])
-        labels = np.concatenate([b[1] for b in batches])
-        parts[f"{split}_x"] = _normalise(name, images)
-        parts[f"{split}_y"] = _labels(directory / files[0], labels, 10)
-    return ImageDataset(name=name, num_classes=10, **parts)
+def _cifar_files(directory: Path, split: str) -> tuple[Path, ...]:
+    return tuple(directory / f for f in (_CIFAR_TRAIN if split == "train" else (_CIFAR_TEST,)))
+
+
+def _cifar_count(path: Path) -> int:
+    """Records in a CIFAR batch file: from its size, or by decompressing it once if it is gzipped."""
+    size = 0
+    with open_stream(path) as fh:
+        if isinstance(fh, gzip.GzipFile):
+            while chunk := fh.read(CHUNK_BYTES):
+                size += len(chunk)
+        else:
+            size = os.fstat(fh.fileno()).st_size
+    if not size or size % _CIFAR_RECORD:
+        raise DataError(f"{path}: {size} bytes is not a whole number of {_CIFAR_RECORD}-byte CIFAR records")
+    return size // _CIFAR_RECORD
+
+
+def _cifar_split(directory: Path, split: str, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, (n, 3, 32, 32)) and labels of one split, only ``rows`` (numbered across the batch
+    files in order) when given."""
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    offset = 0
+    for path in _cifar_files(directory, split):
+        count = _cifar_count(path)
+        mine = None if rows is None else rows[(rows >= offset) & (rows < offset + count)] - offset
+        with open_stream(path) as fh:
+            records = select_records(fh, path, count, _CIFAR_RECORD, mine)
+        images.append(records[:, 1:].reshape(-1, 3, 32, 32))
+        labels.append(records[:, 0])
+        offset += count
+    return torch.from_numpy(np.concatenate(images)), _labels(directory / _cifar_files(directory, split)[0],
+                                                              np.concatenate(labels), 10)
+
+
+def _split(name: str, directory: Path, split: str, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "cifar10":
+        return _cifar_split(directory, split, rows)
+    return _idx_split(name, directory, split, rows)
+
+
+def _check_rows(rows: np.ndarray | None, total: int, split: str) -> np.ndarray | None:
+    if rows is None:
+        return None
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= total)):
+        raise DataError(f"{split} rows must be sorted, unique indices in 0..{total - 1}")
+    return rows
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, directory: Path) -> ImageDataset:
     # Cached because the simulator and tests load the same set repeatedly and decoding takes ~1 s.
+    train_x, train_y = _split(name, directory, "train", None)
+    test_x, test_y = _split(name, directory, "test", None)
+    return ImageDataset(name, train_x, train_y, test_x, test_y, num_classes=10)
+
+
+@functools.lru_cache(maxsize=8)
+def _labels_cached(name: str, directory: Path) -> tuple[np.ndarray, np.ndarray]:
     if name == "cifar10":
-        return _load_cifar(name, directory)
-    return _load_idx(name, directory)
+        # Labels are the first byte of each record: a pass over the files, keeping one column.
+        parts = []
+        for split in ("train", "test"):
+            cols = []
+            for path in _cifar_files(directory, split):
+                with open_stream(path) as fh:
+                    cols.append(select_records(fh, path, _cifar_count(path), _CIFAR_RECORD, None, slice(0, 1)))
+            parts.append(_labels(path, np.concatenate(cols).reshape(-1), 10).numpy())
+        return parts[0], parts[1]
+    found = [_idx_paths(name, directory, split)[1] for split in ("train", "test")]
+    train, test = (_labels(p, read_idx(p), 10).numpy() for p in found)
+    return train, test
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
-    """Load dataset ``name`` (one of DATASETS) from local files; see ``resolve_data_dir`` for where."""
-    return _load_cached(name, resolve_data_dir(name, data_dir))
+def load_labels(name: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) labels of dataset ``name`` as int64 arrays, without decoding any image (cached)."""
+    return _labels_cached(name, resolve_data_dir(name, data_dir))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, train_rows: np.ndarray | None = None,
+                 test_limit: int | None = None) -> ImageDataset:
+    """Load dataset ``name`` (one of DATASETS) from local files; see ``resolve_data_dir`` for where.
+
+    Without arguments: the whole set, cached and shared. ``train_rows`` (sorted, unique indices) keeps only
+    those training images, in that order, and ``test_limit`` only the first test images: what one node
+    daemon needs, read in bounded memory and not cached.
+    """
+    directory = resolve_data_dir(name, data_dir)
+    if train_rows is None and test_limit is None:
+        return _load_cached(name, directory)
+    train_labels, test_labels = _labels_cached(name, directory)
+    rows = _check_rows(train_rows, len(train_labels), "train")
+    limit = len(test_labels) if test_limit is None else min(max(test_limit, 0), len(test_labels))
+    train_x, train_y = _split(name, directory, "train", rows)
+    test_x, test_y = _split(name, directory, "test", np.arange(limit, dtype=np.int64))
+    return ImageDataset(name, train_x, train_y, test_x, test_y, num_classes=10)

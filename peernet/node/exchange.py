@@ -26,7 +26,7 @@ from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
 from peernet.errors import CatchUp, CodecError, RoundAbandoned
 from peernet.ratelimit import RateLimitedLog
 from peernet.transport import Transport
-from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of
+from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of, tensor_frames
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -90,6 +90,11 @@ class Exchange:
         self.current_round = 0
         self.wait_seconds = 0.0
         self.mix_seconds = 0.0
+        # The same two phases in this thread's CPU seconds (real CPU time even under a virtual clock): what the
+        # daemon's round bookkeeping costs is measured in CPU too, since on a busy machine wall time also
+        # counts the time other processes held the cores.
+        self.wait_cpu = 0.0
+        self.mix_cpu = 0.0
         self.max_wait = 0.0
         self.last_round_used: dict[int, bool] = {}
         self.last_heard: dict[int, float] = {}   # monotonic time of the last authenticated message per neighbour
@@ -359,7 +364,7 @@ class Exchange:
     def _send_round(self, round_: int, tensors: Mapping[str, torch.Tensor]) -> None:
         base = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="round",
                       degree=0, epoch=0, tensors=specs_of(tensors))
-        payload = encode(base, tensors)[1:]
+        payload = tensor_frames(tensors)  # one header per neighbour below; the tensor frames are shared
         declared = {j: self.edges.declare(j) for j in self.weights}
         self.reset_this_round.clear()
         self.declared[round_] = declared
@@ -383,13 +388,14 @@ class Exchange:
         """The gossip callable the algorithm rule uses for ``round_``."""
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-            # A private copy: the frames share memory with these tensors and are kept for resends, so
-            # nothing the rule does to its own tensors afterwards may change what a neighbour receives.
-            cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+            # The frames share memory with these tensors and are kept for resends. No copy is taken: a rule never
+            # modifies a tensor it handed to its gossip (core/algorithms.py, tested), so what a neighbour
+            # receives cannot change. A GPU or strided tensor is copied here, once.
+            cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
             self.current_round = round_
             self._send_round(round_, cpu)
             received = self._collect(round_)
-            t0 = self.clock()
+            t0, c0 = self.clock(), time.thread_time()
             used = self._decide(round_, received)
             weights = {j: w for j, (_, w) in used.items()}
             mixed = {k: mix_one(cpu[k].clone(), {j: used[j][0][k] for j in used}, weights) for k in cpu}
@@ -399,6 +405,7 @@ class Exchange:
             for j, (_, decl) in sorted(received.items()):
                 self.edges.sync(j, decl.epoch)  # after recording: a dropped edge takes this round's flow back too
             self.mix_seconds += self.clock() - t0
+            self.mix_cpu += time.thread_time() - c0
             if "x" in cpu:
                 self.neighbour_x = {j: their["x"] for j, (their, _) in received.items()}
             self.last_round_used = {j: j in used for j in self.weights}
@@ -434,7 +441,7 @@ class Exchange:
             raise CatchUp(target)
 
     def _collect(self, round_: int) -> dict[int, tuple[dict[str, torch.Tensor], Declaration]]:
-        t0 = self.clock()
+        t0, c0 = self.clock(), time.thread_time()
         mine = self.declared[round_]
         awaited = {j for j, d in mine.items() if d.live and j not in self.byes}
         self._after_silence(round_)
@@ -464,6 +471,7 @@ class Exchange:
             self.poll(round_, timeout=min(0.1, max(0.0, ceiling - elapsed)))
         waited = self.clock() - t0
         self.wait_seconds += waited
+        self.wait_cpu += time.thread_time() - c0
         self.max_wait = max(self.max_wait, waited)
         if complete:
             self.deadline.record(waited)

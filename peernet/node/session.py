@@ -13,6 +13,7 @@ from peernet.core.edges import NodeEdges
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.exchange import Exchange
 from peernet.node.heartbeat import Heartbeat
+from peernet.node.timing import RoundTiming
 from peernet.tasks import ImageTask, QuadraticTask
 from peernet.transport import Transport
 from peernet.transport.faults import FaultyTransport
@@ -50,6 +51,8 @@ class Session:
     table_source: str = "bootstrap"
     #: The neighbours' endpoints as the trusted sources say (the start table, then the bootstrap's updates).
     endpoints: dict[int, str] = field(default_factory=dict)
+    #: Where the rounds' time went (summary.json: round_ms_mean, overhead_ms, eval_s, checkpoint_s).
+    timing: RoundTiming = field(default_factory=RoundTiming)
 
     @property
     def tracker(self) -> torch.Tensor | None:

@@ -30,7 +30,7 @@ from peernet.node.launcher import LocalCluster
 from peernet.node.results import merge_run
 from peernet.node.wiring import Wiring
 from peernet.sim.baton import Baton
-from peernet.tasks import make_task
+from peernet.tasks import rounds_per_epoch
 from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Transport
 
 log = logging.getLogger("peernet.sim")
@@ -123,7 +123,7 @@ def run_protocol(settings: RunSettings, out_dir: str | Path, *, node_options: Ma
     level = node_log.level
     node_log.setLevel(str(options["log_level"]).upper())
     rounds = settings.rounds if settings.rounds is not None else total_rounds(
-        settings, make_task(settings, len(ids)).rounds_per_epoch)
+        settings, rounds_per_epoch(settings, len(ids)))
     bar = Progress(rounds, f"protocol {len(ids)} nodes", enabled=progress, min_interval=1.0)
     try:
         for t in threads:

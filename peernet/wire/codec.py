@@ -209,8 +209,14 @@ def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | 
     """
     if header.tensors != specs_of(tensors):
         raise ValueError("header.tensors does not describe the tensors; build it with specs_of(tensors)")
-    frames: list[bytes | memoryview] = [encode_header(header)]
-    for spec in header.tensors:
+    return [encode_header(header), *tensor_frames(tensors)]
+
+
+def tensor_frames(tensors: Mapping[str, torch.Tensor]) -> list[memoryview]:
+    """The frames after the header (what ``encode`` puts after frame 0): each tensor's bytes in iteration order,
+    in chunks of at most CHUNK_BYTES; views of the tensors' memory when they are contiguous CPU tensors."""
+    frames: list[memoryview] = []
+    for spec in specs_of(tensors):
         data = _send_view(tensors[spec.name])
         offset = 0
         for length in chunk_lengths(spec.nbytes):

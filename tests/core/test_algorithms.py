@@ -169,3 +169,55 @@ def test_tracking_invariant_every_round_in_the_simulator() -> None:
         sim.step()
         u, c = sim.node_state("u"), sim.node_state("c")
         torch.testing.assert_close((u - c).mean(dim=0), u.mean(dim=0), rtol=0, atol=1e-12)
+
+
+class _Abandoned(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_an_abandoned_round_leaves_parameters_and_state_untouched(name: str) -> None:
+    # The daemon keeps no copy of a round's starting point: a gossip that raises (round abandoned, catch-up)
+    # must find x and every state entry exactly as they were, or the node would resume from a half-done round.
+    algo = get_algorithm(name)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    state = algo.init_state(x)
+    hp = HyperParams(lr=0.1, beta=0.9, weight_decay=1e-3)
+
+    def average(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.mean(dim=0, keepdim=True).expand_as(v).clone() for k, v in tensors.items()}
+
+    def fail(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise _Abandoned
+
+    for _ in range(3):  # non-zero momentum and tracker first
+        x = algo.step(x, state, torch.randn(6, 5, dtype=torch.float64, generator=gen), hp, average)
+    before_x, before_state = x.clone(), {k: v.clone() for k, v in state.items()}
+    with pytest.raises(_Abandoned):
+        algo.step(x, state, torch.randn(6, 5, dtype=torch.float64, generator=gen), hp, fail)
+    assert torch.equal(x, before_x)
+    assert all(torch.equal(state[k], before_state[k]) for k in state)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_a_rule_never_modifies_what_it_handed_to_its_gossip(name: str) -> None:
+    # The daemon sends the gossiped tensors without copying them and keeps them for resends: a rule that wrote
+    # into one afterwards would change what a neighbour receives, or corrupt a message still being sent.
+    algo = get_algorithm(name)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    state = algo.init_state(x)
+    hp = HyperParams(lr=0.1, beta=0.9, weight_decay=1e-3)
+    handed: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def watching(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        handed.extend((v, v.clone()) for v in tensors.values())
+        return {k: v.mean(dim=0, keepdim=True).expand_as(v).clone() for k, v in tensors.items()}
+
+    for _ in range(4):
+        x_before = x.clone()
+        x_new = algo.step(x, state, torch.randn(5, 3, dtype=torch.float64, generator=gen), hp, watching)
+        assert torch.equal(x, x_before)  # x itself is never written either: the step returns a new tensor
+        x = x_new
+    assert handed and all(torch.equal(ref, copy) for ref, copy in handed)

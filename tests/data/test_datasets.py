@@ -104,7 +104,7 @@ def test_mnist_loader_on_synthetic_files(tmp_path: Path, gz: bool) -> None:
     ds = load_dataset("mnist", tmp_path)
     assert ds.name == "mnist" and ds.num_classes == 10 and ds.input_shape == (1, 28, 28)
     assert ds.train_x.shape == (30, 1, 28, 28) and ds.test_x.shape == (10, 1, 28, 28)
-    assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
     assert ds.train_y.tolist() == [i % 10 for i in range(30)]
     assert load_dataset("mnist", tmp_path) is ds  # cached per (name, dir)
 
@@ -127,7 +127,8 @@ def test_cifar10_loader_on_synthetic_batches(tmp_path: Path, subdir: str) -> Non
     raw = (resolve_data_dir("cifar10", tmp_path) / "data_batch_1.bin").read_bytes()
     assert int(ds.train_y[0]) == raw[0]
     expected = (raw[1] / 255 - 0.4914) / 0.2470
-    assert float(ds.train_x[0, 0, 0, 0]) == pytest.approx(expected, abs=1e-5)
+    assert float(ds.train_x[0, 0, 0, 0]) == raw[1]
+    assert float(ds.normalise(ds.train_x[:1])[0, 0, 0, 0]) == pytest.approx(expected, abs=1e-5)
 
 
 def test_cifar10_rejects_partial_record(tmp_path: Path) -> None:
@@ -144,7 +145,8 @@ def test_fashion_mnist_real() -> None:
     assert ds.train_y.shape == (60000,) and ds.test_y.shape == (10000,)
     assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10
     assert set(ds.train_y.unique().tolist()) == set(range(10))
-    assert abs(float(ds.train_x.mean())) < 0.01 and abs(float(ds.train_x.std()) - 1.0) < 0.01
+    x = ds.normalise(ds.train_x)
+    assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1.0) < 0.01
     assert load_dataset("fashion-mnist") is ds
 
 
@@ -194,3 +196,53 @@ def test_unknown_dataset_is_config_error() -> None:
     assert "fashion-mnist" in DATASETS
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+@pytest.mark.parametrize("name", sorted(datasets._NORMALISATION))
+def test_normalise_is_bit_identical_to_standardising_the_whole_set(name: str) -> None:
+    # Every byte value in every channel, standardised the way the loader once did at load time (numpy,
+    # float32): per-batch normalisation must give the very same floats, so results do not move.
+    mean, std = datasets._NORMALISATION[name]
+    u8 = np.tile(np.arange(256, dtype=np.uint8), (len(mean), 1)).reshape(1, len(mean), 16, 16)
+    x = u8.astype(np.float32) / np.float32(255.0)
+    x -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    x /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    got = datasets.normalise(name, torch.from_numpy(u8)).numpy()
+    assert np.array_equal(got.view(np.uint32), x.view(np.uint32))
+    assert datasets.normalise(name, torch.from_numpy(u8), torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_subset_holds_exactly_the_rows_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool) -> None:
+    write_mnist_like(tmp_path, n_train=300, n_test=40, gz=gz)
+    monkeypatch.setattr("peernet.data.records.CHUNK_BYTES", 784 * 7)  # rows spread over many chunks
+    full = load_dataset("mnist", tmp_path)
+    rows = np.array([0, 5, 6, 7, 48, 49, 50, 199, 299])
+    part = load_dataset("mnist", tmp_path, train_rows=rows, test_limit=12)
+    assert torch.equal(part.train_x, full.train_x[torch.from_numpy(rows)])
+    assert torch.equal(part.train_y, full.train_y[torch.from_numpy(rows)])
+    assert torch.equal(part.test_x, full.test_x[:12]) and torch.equal(part.test_y, full.test_y[:12])
+    with pytest.raises(DataError, match="sorted, unique"):
+        load_dataset("mnist", tmp_path, train_rows=np.array([3, 2]))
+    with pytest.raises(DataError, match="sorted, unique"):
+        load_dataset("mnist", tmp_path, train_rows=np.array([300]))
+
+
+def test_cifar_subset_spans_batch_files(tmp_path: Path) -> None:
+    write_cifar(tmp_path, per_batch=6)
+    full = load_dataset("cifar10", tmp_path)
+    rows = np.array([1, 5, 6, 17, 29])  # batch files hold 6 records each
+    part = load_dataset("cifar10", tmp_path, train_rows=rows, test_limit=2)
+    assert torch.equal(part.train_x, full.train_x[torch.from_numpy(rows)])
+    assert torch.equal(part.train_y, full.train_y[torch.from_numpy(rows)])
+    assert part.test_x.shape == (2, 3, 32, 32)
+    train_labels, test_labels = datasets.load_labels("cifar10", tmp_path)
+    assert train_labels.tolist() == full.train_y.tolist() and test_labels.tolist() == full.test_y.tolist()
+
+
+def test_subset_still_rejects_a_truncated_file(tmp_path: Path) -> None:
+    write_mnist_like(tmp_path, n_train=30, gz=False)
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("mnist", tmp_path, train_rows=np.array([0, 1]))

@@ -26,8 +26,9 @@ def render_wire(wire: dict[str, Any]) -> list[str]:
     lines = [
         "# Performance",
         "",
-        "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim` and "
-        "`python -m bench.scale`; `--only sim,scale` reruns some sections and keeps the others' last figures, "
+        "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim`, "
+        "`python -m bench.scale` and `python -m bench.topology`; `--only sim,scale` reruns some sections and "
+        "keeps the others' last figures, "
         f"each section says when it was measured). Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, torch {m['torch']}, pyzmq {m['pyzmq']}, libzmq {m['libzmq']}. "
         "Every comparison is a ratio of two figures measured in the same run; the absolute numbers move "
@@ -156,7 +157,40 @@ def _render_lenet_and_modes(scale: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = ("wire", "sim", "scale")
+def _run_cell(step: dict[str, Any]) -> str:
+    return f"{step['median_s']:.2f} ({step['min_s']:.2f}–{step['max_s']:.2f})"
+
+
+def render_topology(topo: dict[str, Any]) -> list[str]:
+    """Topology tools at 1,000 to 100,000 nodes: generate, load and check, each a fresh process."""
+    lines = ["", "## Topology tools (`python -m bench.topology`)", "",
+             f"Measured {topo['date']} on {topo['cores']} cores. Each step is a fresh process (Python start and "
+             f"imports included), run {topo['repeats']} times: seconds as median (min–max), peak resident memory "
+             "as the largest of the runs (the process's own, from wait4). generate: `peernet topology generate` "
+             "(builds the graph, writes the TOML file, prints the spectral gap); load: `load_topology` (TOML parse "
+             "and validation); check: what `peernet topology check --json` computes (load, degrees, diameter, "
+             "spectral gap, fingerprint). Hypercubes take the next power of two (1,024, 16,384, 131,072 nodes).",
+             "", "| graph | nodes | edges | generate s | load s | check s | peak MB generate / load / check | "
+             "diameter | spectral gap |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in topo["results"]:
+        peaks = " / ".join(f"{r[step]['rss_mb_max']:.0f}" for step in ("generate", "load", "check"))
+        lines.append(f"| {r['kind']} | {r['nodes']:,} | {r['edges']:,} | {_run_cell(r['generate'])} | "
+                     f"{_run_cell(r['load'])} | {_run_cell(r['check'])} | {peaks} | {r['check_phases']['diameter']} "
+                     f"| {r['report']['spectral_gap']:.4g} |")
+    largest = max(r["requested"] for r in topo["results"])
+    lines += ["", "Where a check's time goes at the largest size (one instrumented run, seconds):", "",
+              "| graph | nodes | file MB | TOML parse | validation | diameter (BFS) | spectral gap | fingerprint |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in topo["results"]:
+        if r["requested"] == largest:
+            ph = r["check_phases"]
+            lines.append(f"| {r['kind']} | {r['nodes']:,} | {ph['file_mb']:.1f} | {ph['toml_parse_s']:.2f} | "
+                         f"{ph['validate_s']:.2f} | {ph['diameter_s']:.2f} ({ph['diameter_bfs']}) | "
+                         f"{ph['gap_s']:.2f} | {ph['fingerprint_s']:.2f} |")
+    return lines
+
+
+SECTIONS = ("wire", "sim", "scale", "topology")
 
 
 def _previous() -> dict[str, Any]:
@@ -188,7 +222,8 @@ def main() -> None:
     missing = [s for s in SECTIONS if s not in data or (s == "sim" and "floor_round_ms" not in data[s])]
     if missing:
         raise SystemExit(f"no figures for {', '.join(missing)}: run with --only {','.join(missing)}")
-    text = "\n".join(render_wire(data["wire"]) + render_sim(data["sim"]) + render_scale(data["scale"])) + "\n"
+    text = "\n".join(render_wire(data["wire"]) + render_sim(data["sim"]) + render_scale(data["scale"])
+                     + render_topology(data["topology"])) + "\n"
     (ROOT / "docs" / "performance.md").write_text(text)
     (ROOT / "docs" / "performance.json").write_text(json.dumps(data, indent=2) + "\n")
     print(text)

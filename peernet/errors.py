@@ -36,6 +36,46 @@ Every error carries a human-readable message; the CLI prints it and exits non-ze
 
 from __future__ import annotations
 
+import reprlib
+
+#: How much of a user's value an error message shows: hostile input must not flood a terminal or a log.
+QUOTE_CHARS = 80
+
+
+class _Brief(reprlib.Repr):
+    """repr() with bounds: strings cut to ``limit`` characters (their length said), a few items per container,
+    three levels deep, and no decimal conversion of huge integers (slow, and refused above 4,300 digits)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, limit, limit, limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 8
+
+    def repr_str(self, x: str, level: int) -> str:
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return f"{x[:self.maxstring]!r}... ({len(x)} characters)"
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 3 * self.maxlong:  # over ~0.9 * limit decimal digits
+            return f"<an integer of {x.bit_length()} bits>"
+        return repr(x)
+
+
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``value`` for an error message, as repr writes it (control characters escaped) but bounded."""
+    try:
+        text = _Brief(limit).repr(value)
+    except Exception:  # a user object whose __repr__ fails must not turn an error message into a traceback
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 4 * limit else text[: 4 * limit] + "..."  # nested containers add up
+
+
+def escaped(text: str, limit: int = 3 * QUOTE_CHARS) -> str:
+    """``text`` unquoted for a message (a file name, a key): non-printable characters escaped, at most ``limit``."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"
+
 
 class PeernetError(Exception):
     """Root of every error peernet raises on purpose."""
@@ -53,9 +93,9 @@ class ConfigError(PeernetError):
         self.reason = reason
         where = []
         if file:
-            where.append(str(file))
+            where.append(escaped(str(file)))  # user text: a path or a key may hold control characters
         if key:
-            where.append(f"key '{key}'")
+            where.append(f"key '{escaped(str(key))}'")
         prefix = ": ".join(where)
         super().__init__(f"{prefix}: {reason}" if prefix else reason)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 
+from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import BadRequest
 
 NODE_STATES = ("training", "done", "waiting", "stopped")
@@ -65,7 +66,7 @@ def _brief(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-_node_id = _int(0, 2**31 - 1)
+_node_id = _int(0, MAX_NODE_ID)
 _incarnation = _str(64, _TOKEN)
 # Per op: field -> (validator, required). Unknown fields are refused, like unknown keys in config files.
 SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {

@@ -10,7 +10,16 @@ import click
 
 from peernet.cli.common import reports_errors
 from peernet.core.topology import GENERATORS, Topology, generate
+from peernet.core.topology_gen import edge_count
+from peernet.errors import TopologyError, escaped
 from peernet.topology_files import load_topology, save_topology
+
+#: The largest graph `generate` builds, checked before building it: the file it writes stays under the loader's
+#: 64 MiB (1,000,000 nodes and 2,000,000 edges of 6-digit ids come to about 60 MB). A 100,000-node random or
+#: exponential graph has 1.2 or 1.7 million edges; a complete graph is refused above 2,000 nodes.
+MAX_GENERATED_NODES = 1_000_000
+MAX_GENERATED_EDGES = 2_000_000
+_SEEDS = click.IntRange(min=0, max=2**64 - 1)  # the random graph's SplitMix64 keeps 64 bits of the seed
 
 
 def _summary(topo: Topology) -> dict[str, Any]:
@@ -21,7 +30,8 @@ def _summary(topo: Topology) -> dict[str, Any]:
         "edges": len(topo.edges),
         "weights": topo.weights,
         "degree_range": [lo, hi],
-        "diameter": topo.diameter(),
+        # The diameter, or null when the exact search ran out of budget; then "diameter_bounds" says [lower, upper].
+        **topo.diameter_bounds().as_json(),
         "spectral_gap": topo.spectral_gap(),
         "fingerprint": topo.fingerprint(),
     }
@@ -34,6 +44,14 @@ def _node_keys(topo: Topology, keys_dir: Path) -> dict[int, str]:
     keys = {i: load_public_key(keys_dir / f"{node_key_name(i)}{PUBLIC_SUFFIX}").decode() for i in topo.ids}
     key_owners(topo.with_keys(keys), source=str(keys_dir))  # two nodes with one key pair: refuse, as a node would
     return keys
+
+
+def _check_size(kind: str, n: int) -> None:
+    """Refuse a graph too large to build, write and load back, before spending the time and memory on it."""
+    edges = edge_count(kind, n)  # the same count the core's own, higher cap (what fits in memory) uses
+    if edges > MAX_GENERATED_EDGES:
+        raise TopologyError(f"--nodes {n}: a {kind} graph of {n:,} nodes has about {edges:,} edges, more than the "
+                            f"{MAX_GENERATED_EDGES:,} a generated topology may have")
 
 
 def _gap(value: float) -> str:
@@ -49,14 +67,15 @@ def topology_group() -> None:
 @topology_group.command("generate")
 @click.argument("kind", type=click.Choice(GENERATORS))
 @click.option(
-    "--nodes", "-n", "n", type=click.IntRange(min=1), required=True, help="Number of nodes (ids 0..N-1)."
+    "--nodes", "-n", "n", type=click.IntRange(min=1, max=MAX_GENERATED_NODES), required=True,
+    help=f"Number of nodes (ids 0..N-1), at most {MAX_GENERATED_NODES:,}.",
 )
 @click.option(
     "--seed",
-    type=int,
+    type=_SEEDS,
     default=0,
     show_default=True,
-    help="Seed of the 'random' graph (ignored by other kinds).",
+    help="Seed of the 'random' graph, 0 to 2**64-1 (ignored by other kinds).",
 )
 @click.option(
     "--weights",
@@ -70,7 +89,7 @@ def topology_group() -> None:
     "-o",
     type=click.Path(dir_okay=False, writable=True),
     required=True,
-    help="Topology TOML file to write (replaced atomically if it exists).",
+    help="Topology TOML file to write (a regular file there is replaced atomically; anything else is refused).",
 )
 @click.option(
     "--keys",
@@ -88,13 +107,16 @@ def generate_cmd(kind: str, n: int, seed: int, weights: str, output: str, keys_d
     With --keys every node gets the public key of DIR/node<id>.key inline (public_key = "..."), so the
     file alone is enough on hosts that hold no other node's key file.
     """
+    if not output:
+        raise click.BadParameter("the path is empty", param_hint="'--output' / '-o'")
+    _check_size(kind, n)
     topo = generate(kind, n, seed=seed, weights=weights)
     if keys_dir is not None:
         topo = topo.with_keys(_node_keys(topo, Path(keys_dir)))
     save_topology(topo, output)
     lo, hi = topo.degree_range()
     click.echo(
-        f"wrote {output}: {topo.name}, {topo.n} nodes, {len(topo.edges)} edges, degree {lo}-{hi}, "
+        f"wrote {escaped(output)}: {topo.name}, {topo.n} nodes, {len(topo.edges)} edges, degree {lo}-{hi}, "
         f"spectral gap {_gap(topo.spectral_gap())}"
     )
 
@@ -116,12 +138,12 @@ def check_cmd(file: str, as_json: bool) -> None:
         return
     lo, hi = info["degree_range"]
     rows = [
-        ("name", info["name"] or "(unnamed)"),
+        ("name", escaped(info["name"]) or "(unnamed)"),  # free text from the file: no terminal escapes
         ("nodes", info["nodes"]),
         ("edges", info["edges"]),
         ("weights", info["weights"]),
         ("degree range", f"{lo}-{hi}"),
-        ("diameter", info["diameter"]),
+        ("diameter", str(topo.diameter_bounds())),  # "6", or "5–8 (bounds; exact search stopped after 19 BFS)"
         ("spectral gap", _gap(info["spectral_gap"])),
         ("fingerprint", info["fingerprint"]),
     ]

@@ -9,14 +9,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zmq
-import zmq.auth
 
-from peernet.atomic import write_atomic
-from peernet.errors import ConfigError
+from peernet.atomic import read_bounded, write_atomic
+from peernet.core.topology_limits import public_key_problem, z85_problem
+from peernet.errors import ConfigError, escaped, quoted
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
-_Z85 = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+#: A certificate is a few hundred bytes; anything much larger is not one, and is not read whole.
+MAX_KEY_FILE_BYTES = 64 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # The banners and layout of pyzmq's zmq.auth.create_certificates, so either tool reads the other's files.
@@ -34,9 +35,9 @@ _SECRET_BANNER = """#   ****  Generated on {0} by peernet  ****
 
 
 def is_z85_key(value: bytes | str) -> bool:
-    """True for a 40-character z85 string: the text form of a 32-byte CURVE key."""
-    raw = value.encode("ascii", "replace") if isinstance(value, str) else value
-    return len(raw) == 40 and set(raw) <= _Z85
+    """True for 40 z85 characters that decode to 32 bytes: the text form of a CURVE key."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return z85_problem(text) is None
 
 
 def key_paths(directory: str | Path, name: str) -> tuple[Path, Path]:
@@ -49,9 +50,11 @@ def missing_key_hint(path: str | Path) -> str:
     """How to create a missing key file: the cluster command when it sits in a cluster's keys/ folder."""
     p = Path(path)
     if p.parent.name == "keys":
-        return f"run `peernet keygen --cluster {p.parent.parent}` to create the cluster's keys"
+        return f"run `peernet keygen --cluster {escaped(str(p.parent.parent))}` to create the cluster's keys"
     name = p.name.removesuffix(SECRET_SUFFIX).removesuffix(PUBLIC_SUFFIX)
-    return f"create it with `peernet keygen {name} --dir {p.parent}`"
+    if not _NAME.fullmatch(name):  # keygen would refuse it: say what is wrong instead of a command that fails
+        return "its name is not one `peernet keygen` can create"
+    return f"create it with `peernet keygen {name} --dir {escaped(str(p.parent))}`"
 
 
 def _certificate(banner: str, public: bytes, secret: bytes | None) -> str:
@@ -65,7 +68,7 @@ def _certificate(banner: str, public: bytes, secret: bytes | None) -> str:
 def check_key_name(name: str) -> None:
     """A key name is a plain file name stem: no path separators, no leading dot."""
     if not _NAME.fullmatch(name):
-        raise ConfigError(f"key name {name!r} must be 1 to 64 letters, digits, '_', '-' or '.', starting with a "
+        raise ConfigError(f"key name {quoted(name)} must be 1 to 64 letters, digits, '_', '-' or '.', starting with a "
                           "letter or digit")
 
 
@@ -78,6 +81,8 @@ def create_keypairs(directory: str | Path, names: Iterable[str], *, force: bool 
     for name in names:
         check_key_name(name)
     base = Path(directory)
+    if "\x00" in str(base):  # os calls would raise ValueError, not OSError
+        raise ConfigError("the path contains a NUL character", file=str(base))
     if base.exists() and not base.is_dir():
         raise ConfigError("is not a directory", file=str(base))
     if not force:
@@ -113,21 +118,36 @@ def ensure_keypairs(directory: str | Path, names: Iterable[str], *, force: bool 
     return {n: load_public_key(key_paths(directory, n)[0]) for n in names}
 
 
+def _parse_certificate(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(public, secret) of a ZeroMQ certificate's text, read as ``zmq.auth.load_certificate`` reads it."""
+    public = secret = None
+    for raw_line in data.splitlines():
+        line = raw_line.strip()
+        name, eq, value = line.partition(b"=")
+        if line.startswith(b"#") or not eq:
+            continue
+        if name.startswith(b"public-key") and public is None:  # the first one counts, as in pyzmq
+            public = value.strip(b" \t'\"")
+        elif name.startswith(b"secret-key") and secret is None:
+            secret = value.strip(b" \t'\"")
+    return public, secret
+
+
 def _read_certificate(path: Path, what: str) -> tuple[bytes, bytes | None]:
-    if path.is_dir():
-        raise ConfigError(f"{what} is a directory, expected a key file", file=str(path))
-    if not path.exists():
-        raise ConfigError(f"{what} not found; {missing_key_hint(path)}", file=str(path))
     try:
-        public, secret = zmq.auth.load_certificate(path)
+        data = read_bounded(path, MAX_KEY_FILE_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found; {missing_key_hint(path)}", file=str(path)) from None
     except PermissionError:
         raise ConfigError(f"{what} is not readable (permission denied)", file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", file=str(path)) from None
-    except ValueError:
-        raise ConfigError(f"{what} is not a ZeroMQ CURVE certificate (no public-key line)", file=str(path)) from None
-    if not is_z85_key(public):
-        raise ConfigError(f"{what} holds a malformed public key (expected 40 z85 characters)", file=str(path))
+    public, secret = _parse_certificate(data)
+    if public is None:
+        raise ConfigError(f"{what} is not a ZeroMQ CURVE certificate (no public-key line)", file=str(path))
+    problem = public_key_problem(public.decode("latin-1"))
+    if problem is not None:
+        raise ConfigError(f"{what} holds a malformed public key: it {problem}", file=str(path))
     return public, secret
 
 
@@ -148,8 +168,11 @@ def load_secret_key(path: str | Path) -> tuple[bytes, bytes]:
         raise ConfigError(f"secret key file not found; {missing_key_hint(p)}", file=str(p)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read secret key file: {exc.strerror or exc}", file=str(p)) from None
+    except ValueError:
+        raise ConfigError("cannot read secret key file: the path contains a NUL character", file=str(p)) from None
     if p.is_file() and mode & 0o077:
-        raise ConfigError(f"secret key file is readable by others (mode {mode:04o}); run chmod 600 {p}", file=str(p))
+        raise ConfigError(f"secret key file is readable by others (mode {mode:04o}); run chmod 600 "
+                          f"{escaped(str(p))}", file=str(p))
     public, secret = _read_certificate(p, "secret key file")
     if secret is None:
         raise ConfigError("secret key file has no secret-key line (is this the public .key file?)", file=str(p))

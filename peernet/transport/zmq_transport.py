@@ -11,6 +11,7 @@ from types import TracebackType
 
 import zmq
 
+from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import TransportError
 from peernet.security.zap import ZapHandler, user_id_of
 
@@ -26,7 +27,7 @@ _TCP_KEEPALIVE_IDLE_S = 10
 _TCP_KEEPALIVE_INTVL_S = 5
 _TCP_KEEPALIVE_CNT = 3
 # A routing id longer than this is not an ASCII decimal node id we would ever assign.
-_MAX_ID_DIGITS = 10
+_MAX_ID_DIGITS = len(str(MAX_NODE_ID))
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,9 @@ class CurveKeys:
 
 def encode_routing_id(node_id: int) -> bytes:
     """Node id as ASCII decimal: never starts with 0x00, which libzmq reserves for generated ids."""
-    raw = str(node_id).encode("ascii")
-    if node_id < 0 or len(raw) > _MAX_ID_DIGITS:
-        raise TransportError(f"node id must be in 0..{10**_MAX_ID_DIGITS - 1}, got {node_id}")
-    return raw
+    if not 0 <= node_id <= MAX_NODE_ID:
+        raise TransportError(f"node id must be in 0..{MAX_NODE_ID}, got {node_id}")
+    return str(node_id).encode("ascii")
 
 
 def connection_id(node_id: int) -> bytes:
@@ -77,7 +77,7 @@ def decode_routing_id(raw: bytes) -> int | None:
         return None
     if not 0 < len(head) <= _MAX_ID_DIGITS or not head.isdigit():
         return None
-    if len(head) > 1 and head[0:1] == b"0":
+    if (len(head) > 1 and head[0:1] == b"0") or int(head) > MAX_NODE_ID:
         return None
     return int(head)
 

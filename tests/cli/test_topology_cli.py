@@ -103,3 +103,19 @@ def test_generate_with_keys_refuses_a_missing_or_shared_key(tmp_path: Path) -> N
     result = CliRunner().invoke(topology_group, ["generate", "ring", "-n", "3", "--keys", str(keys), "-o", str(out)])
     assert result.exit_code == 2 and "same public_key" in result.output
     assert not out.exists()
+
+
+def test_check_of_a_large_random_graph_reports_labelled_diameter_bounds(tmp_path: Path) -> None:
+    # 10,000 nodes: the exact diameter search of a graph with no symmetry runs out of budget; the command
+    # must still succeed and say "bounds", never print one of them as if it were the diameter.
+    out = tmp_path / "r.toml"
+    runner = CliRunner()
+    assert runner.invoke(topology_group, ["generate", "random", "-n", "10000", "-o", str(out)]).exit_code == 0
+    result = runner.invoke(topology_group, ["check", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    lower, upper = info["diameter_bounds"]
+    assert 2 <= lower <= upper
+    assert info["diameter"] == (lower if lower == upper else None)
+    text = runner.invoke(topology_group, ["check", str(out)]).output
+    assert ("bounds" in text) == (lower != upper)

@@ -19,6 +19,7 @@ from peernet.security.keys import ensure_keypairs
 from peernet.topology_files import load_topology, parse_topology, save_topology, topology_to_toml
 
 KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # a valid z85 CURVE public key (40 chars)
+KEY3 = "*f9$/l?q4>aa&3A!V&>}!Xj(.c$0cCwdPKr2Irt%"  # another one
 
 
 def valid_n(kind: str, n: int) -> int:
@@ -293,13 +294,13 @@ def test_disconnected_message_lists_components() -> None:
 
 
 def test_save_load_round_trip_with_endpoints_and_keys(tmp_path: Path) -> None:
-    t = generate("hypercube", 4).with_keys({0: KEY, 3: KEY})
+    t = generate("hypercube", 4).with_keys({0: KEY, 3: KEY3})  # two nodes never share a key
     nodes = tuple(NodeSpec(s.id, f"tcp://127.0.0.1:{5550 + s.id}", s.public_key) for s in t.nodes)
     t = Topology(nodes=nodes, edges=t.edges, name='cube "4"\\\n\x7f')
     path = tmp_path / "t.toml"
     save_topology(t, path)
     assert load_topology(path) == t
-    assert load_topology(str(path)).nodes[3].public_key == KEY
+    assert load_topology(str(path)).nodes[3].public_key == KEY3
     assert [p.name for p in tmp_path.iterdir()] == ["t.toml"]  # no temp file left behind
 
 

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.daemons import render as render_daemons
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,8 @@ def render_wire(wire: dict[str, Any]) -> list[str]:
         "# Performance",
         "",
         "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.sim`, "
-        "`python -m bench.scale` and `python -m bench.topology`; `--only sim,scale` reruns some sections and "
+        "`python -m bench.scale`, `python -m bench.topology` and `python -m bench.daemons`; `--only sim,scale` "
+        "reruns some sections and "
         "keeps the others' last figures, "
         f"each section says when it was measured). Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, torch {m['torch']}, pyzmq {m['pyzmq']}, libzmq {m['libzmq']}. "
@@ -190,7 +193,7 @@ def render_topology(topo: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = ("wire", "sim", "scale", "topology")
+SECTIONS = ("wire", "sim", "scale", "topology", "daemons")
 
 
 def _previous() -> dict[str, Any]:
@@ -223,7 +226,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"no figures for {', '.join(missing)}: run with --only {','.join(missing)}")
     text = "\n".join(render_wire(data["wire"]) + render_sim(data["sim"]) + render_scale(data["scale"])
-                     + render_topology(data["topology"])) + "\n"
+                     + render_topology(data["topology"]) + render_daemons(data["daemons"])) + "\n"
     (ROOT / "docs" / "performance.md").write_text(text)
     (ROOT / "docs" / "performance.json").write_text(json.dumps(data, indent=2) + "\n")
     print(text)

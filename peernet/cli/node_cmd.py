@@ -32,11 +32,13 @@ def node(config_file: str, fresh: bool, as_json: bool) -> None:
     round in progress, writes a checkpoint and exits 0. Exit status 3: the bootstrap refused the registration
     (the reason is printed); 4: the bootstrap did not answer.
     """
+    from peernet.node.allocator import reuse_freed_memory
     from peernet.node.config import load_node_config
     from peernet.node.daemon import NodeDaemon
 
     cfg = load_node_config(config_file)
     setup_logging(cfg.log_level, cfg.id)
+    reuse_freed_memory()  # the whole process is this daemon: its rounds' tensors reuse freed memory
     daemon = NodeDaemon(cfg, fresh=fresh)
     daemon.install_signal_handlers()
     try:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peernet.config import RunSettings
-from peernet.core.algorithms import ALGORITHMS, HyperParams, get_algorithm
+from peernet.core.algorithms import ALGORITHMS, Algorithm, HyperParams, get_algorithm
 from peernet.core.topology import generate
 from peernet.errors import AlgorithmError
 from peernet.sim.engine import Simulator
@@ -175,15 +175,20 @@ class _Abandoned(Exception):
     pass
 
 
+def _transaction_setup(name: str, seed: int) -> tuple[Algorithm, torch.Generator, torch.Tensor, dict[str, torch.Tensor],
+                                                      HyperParams]:
+    """A rule, a seeded generator, float64 parameters of 6 nodes × 5 and the rule's zero state."""
+    algo = get_algorithm(name)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    return algo, gen, x, algo.init_state(x), HyperParams(lr=0.1, beta=0.9, weight_decay=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_an_abandoned_round_leaves_parameters_and_state_untouched(name: str) -> None:
     # The daemon keeps no copy of a round's starting point: a gossip that raises (round abandoned, catch-up)
     # must find x and every state entry exactly as they were, or the node would resume from a half-done round.
-    algo = get_algorithm(name)
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
-    state = algo.init_state(x)
-    hp = HyperParams(lr=0.1, beta=0.9, weight_decay=1e-3)
+    algo, gen, x, state, hp = _transaction_setup(name, 3)
 
     def average(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.mean(dim=0, keepdim=True).expand_as(v).clone() for k, v in tensors.items()}
@@ -204,11 +209,7 @@ def test_an_abandoned_round_leaves_parameters_and_state_untouched(name: str) -> 
 def test_a_rule_never_modifies_what_it_handed_to_its_gossip(name: str) -> None:
     # The daemon sends the gossiped tensors without copying them and keeps them for resends: a rule that wrote
     # into one afterwards would change what a neighbour receives, or corrupt a message still being sent.
-    algo = get_algorithm(name)
-    gen = torch.Generator().manual_seed(4)
-    x = torch.randn(5, 3, dtype=torch.float64, generator=gen)
-    state = algo.init_state(x)
-    hp = HyperParams(lr=0.1, beta=0.9, weight_decay=1e-3)
+    algo, gen, x, state, hp = _transaction_setup(name, 4)
     handed: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def watching(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -217,7 +218,7 @@ def test_a_rule_never_modifies_what_it_handed_to_its_gossip(name: str) -> None:
 
     for _ in range(4):
         x_before = x.clone()
-        x_new = algo.step(x, state, torch.randn(5, 3, dtype=torch.float64, generator=gen), hp, watching)
+        x_new = algo.step(x, state, torch.randn(6, 5, dtype=torch.float64, generator=gen), hp, watching)
         assert torch.equal(x, x_before)  # x itself is never written either: the step returns a new tensor
         x = x_new
     assert handed and all(torch.equal(ref, copy) for ref, copy in handed)

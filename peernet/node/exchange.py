@@ -88,14 +88,7 @@ class Exchange:
         self.latest: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # while joining: newest round message
         self.joining = False
         self.current_round = 0
-        self.wait_seconds = 0.0
-        self.mix_seconds = 0.0
-        # The same two phases in this thread's CPU seconds (real CPU time even under a virtual clock): what the
-        # daemon's round bookkeeping costs is measured in CPU too, since on a busy machine wall time also
-        # counts the time other processes held the cores.
-        self.wait_cpu = 0.0
-        self.mix_cpu = 0.0
-        self.max_wait = 0.0
+        self._start_timers()
         self.last_round_used: dict[int, bool] = {}
         self.last_heard: dict[int, float] = {}   # monotonic time of the last authenticated message per neighbour
         # Rounds whose message from a neighbour we dropped as too far ahead: waiting for them would be in vain.
@@ -113,6 +106,17 @@ class Exchange:
         # Messages a neighbour could not take yet (connection still being set up after a (re)connect with
         # IMMEDIATE=1, or its queue full): retried on every poll, oldest first, a few per neighbour at most.
         self.outbox: dict[int, deque[Frames]] = {j: deque(maxlen=OUTBOX_LIMIT) for j in neighbours}
+
+    def _start_timers(self) -> None:
+        """Seconds spent waiting for the neighbours and mixing, over the run (and the longest single wait)."""
+        self.wait_seconds = 0.0
+        self.mix_seconds = 0.0
+        # The same two phases in this thread's CPU seconds (real CPU time even under a virtual clock): what the
+        # daemon's round bookkeeping costs is measured in CPU too, since on a busy machine wall time also
+        # counts the time other processes held the cores.
+        self.wait_cpu = 0.0
+        self.mix_cpu = 0.0
+        self.max_wait = 0.0
 
     # -- receiving -------------------------------------------------------------------------------------
     def _buffer(self, sender: int, round_: int) -> dict[str, torch.Tensor]:

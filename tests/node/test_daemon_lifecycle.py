@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def test_killing_the_bootstrap_after_start_does_not_stop_training(make_cluster: 
         assert summary["finished"] and summary["final_round"] == 60
 
 
-def _register_stranger(cluster: LocalCluster, tmp_path: Path, node_id: int, run_overrides: dict[str, Any],
-                       topology_nodes: int | None = None) -> Any:
-    """Start a node process whose own run settings differ as given; return the finished process."""
+def _stranger_config(cluster: LocalCluster, tmp_path: Path, node_id: int, run_overrides: dict[str, Any],
+                     topology_nodes: int | None = None) -> Path:
+    """The config of a node whose own run settings differ as given (its node.toml)."""
     from peernet.core.topology import generate
     from peernet.topology_files import save_topology
 
@@ -84,7 +85,7 @@ def _register_stranger(cluster: LocalCluster, tmp_path: Path, node_id: int, run_
     write_toml(d / "node.toml", {"id": node_id, "run": "run.toml", "bootstrap": cluster.address,
                                  "state_dir": "state", "bootstrap_timeout": 2.0, "secret_key": str(secret),
                                  "bootstrap_public_key_file": str(cluster.out / "keys" / "bootstrap.key")})
-    return run_cli(["node", "--config", str(d / "node.toml")], timeout=120)
+    return d / "node.toml"
 
 
 def test_bootstrap_rejections_are_printed_and_exit_nonzero(make_cluster: Any, tmp_path: Path) -> None:
@@ -94,16 +95,17 @@ def test_bootstrap_rejections_are_printed_and_exit_nonzero(make_cluster: Any, tm
     cluster.start_node(0)  # a live node 0, waiting for the others
     wait_registered(cluster, 0)
 
-    fingerprint = _register_stranger(cluster, tmp_path, 1, {"lr": 0.01})
+    configs = [_stranger_config(cluster, tmp_path, 1, {"lr": 0.01}),
+               # A key the bootstrap does not know gets no answer at all (the CURVE handshake fails): exit status 4.
+               _stranger_config(cluster, tmp_path, 3, {}, topology_nodes=4),
+               _stranger_config(cluster, tmp_path, 0, {})]
+    with ThreadPoolExecutor(len(configs)) as pool:  # independent of each other: all three at once
+        fingerprint, unknown, duplicate = pool.map(lambda c: run_cli(["node", "--config", str(c)], timeout=120),
+                                                   configs)
     assert fingerprint.returncode == 3
     assert "fingerprint mismatch" in fingerprint.stderr
-
-    # A key the bootstrap does not know gets no answer at all (the CURVE handshake fails): exit status 4.
-    unknown = _register_stranger(cluster, tmp_path, 3, {}, topology_nodes=4)
     assert unknown.returncode == 4
     assert "did not answer" in unknown.stderr
-
-    duplicate = _register_stranger(cluster, tmp_path, 0, {})
     assert duplicate.returncode == 3
     assert "already registered by a live process" in duplicate.stderr
     assert cluster.nodes[0].poll() is None  # the legitimate node 0 is unaffected

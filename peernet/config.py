@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from peernet.core.schedules import SCHEDULES, step_size_at
-from peernet.errors import ConfigError
+from peernet.errors import ConfigError, TopologyError
 
 T = TypeVar("T")
 
@@ -320,6 +320,10 @@ def resolve_topology(settings: RunSettings, *, key_files: bool = True) -> Any:
     from peernet.topology_files import load_topology
 
     if settings.topology in GENERATORS:
-        return generate(settings.topology, settings.nodes, seed=settings.seed)
+        try:
+            return generate(settings.topology, settings.nodes, seed=settings.seed)
+        except TopologyError as exc:  # e.g. a size that is refused: say which settings asked for it
+            raise TopologyError(f"{exc.reason} (topology = {settings.topology!r}, nodes = {settings.nodes})",
+                                key="nodes") from None
     _check_topology_name(settings.topology)
     return load_topology(settings.topology, key_files=key_files)

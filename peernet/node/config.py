@@ -9,8 +9,8 @@ from typing import Any
 
 from peernet.config import bounds, check_fields, from_mapping, load_run_settings, read_toml, resolve_topology
 from peernet.core.rounds import RoundPolicy
+from peernet.core.topology_limits import public_key_problem
 from peernet.errors import ConfigError
-from peernet.security.keys import is_z85_key
 from peernet.transport.faults import FaultConfig
 
 REJOIN_MODES = ("auto", "checkpoint", "average")
@@ -107,9 +107,11 @@ class NodeConfig:
         if self.bootstrap_public_key is not None and self.bootstrap_public_key_file is not None:
             raise ConfigError("give bootstrap_public_key or bootstrap_public_key_file, not both",
                               key="bootstrap_public_key_file")
-        if self.bootstrap_public_key is not None and not is_z85_key(self.bootstrap_public_key):
-            raise ConfigError("expected 40 z85 characters (the text of bootstrap.key's public-key line)",
-                              key="bootstrap_public_key")
+        if self.bootstrap_public_key is not None:
+            problem = public_key_problem(self.bootstrap_public_key)  # the same rule as the topology's keys
+            if problem is not None:
+                raise ConfigError(f"the key {problem} (expected the text of bootstrap.key's public-key line)",
+                                  key="bootstrap_public_key")
         has_bootstrap_key = self.bootstrap_public_key is not None or self.bootstrap_public_key_file is not None
         if self.secret_key is None and has_bootstrap_key:
             raise ConfigError("a bootstrap public key needs this node's own secret_key too", key="secret_key")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from peernet.cli.topology_cmd import topology_group
@@ -119,3 +120,12 @@ def test_check_of_a_large_random_graph_reports_labelled_diameter_bounds(tmp_path
     assert info["diameter"] == (lower if lower == upper else None)
     text = runner.invoke(topology_group, ["check", str(out)]).output
     assert ("bounds" in text) == (lower != upper)
+
+
+def test_a_run_asking_for_a_graph_too_large_is_refused_with_the_setting() -> None:
+    from peernet.config import RunSettings, resolve_topology
+    from peernet.errors import TopologyError
+
+    with pytest.raises(TopologyError) as err:
+        resolve_topology(RunSettings(dataset="quadratic", topology="complete", nodes=100_000))
+    assert err.value.key == "nodes" and "4,999,950,000 edges" in str(err.value) and "nodes = 100000" in str(err.value)

@@ -64,7 +64,10 @@ def test_keys_load_relative_to_the_node_file(tmp_path: Path) -> None:
     ({"bootstrap_public_key_file": "-"}, "needs the bootstrap's public key"),
     ({"secret_key": "-"}, "a bootstrap public key needs this node's own secret_key"),
     ({"bootstrap_public_key": "x" * 40}, "not both"),
-    ({"bootstrap_public_key": "short", "bootstrap_public_key_file": "-"}, "expected 40 z85 characters"),
+    ({"bootstrap_public_key": "short", "bootstrap_public_key_file": "-"}, "must be 40 z85 characters"),
+    ({"bootstrap_public_key": "%" * 40, "bootstrap_public_key_file": "-"}, "does not decode"),
+    # all zeros: a small-order point, with which every CURVE handshake fails (as the topology's keys are checked)
+    ({"bootstrap_public_key": "0" * 40, "bootstrap_public_key_file": "-"}, "small-order Curve25519 point"),
 ])
 def test_inconsistent_keys_are_config_errors(tmp_path: Path, extra: dict[str, str], message: str) -> None:
     keyed_cluster(tmp_path)

@@ -6,13 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from peernet import toml_files
 from peernet.core.schedules import SCHEDULES, step_size_at
 from peernet.errors import ConfigError, TopologyError
 
@@ -244,20 +244,14 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, source: str | None = Non
         raise ConfigError(exc.reason, file=source, key=bad_key) from None
 
 
+#: The largest config file read (run, node, bootstrap, scenario, study grid, node options): they take a few KB.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file, turning I/O and syntax errors into ConfigError naming the file."""
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(p)) from None
-    except PermissionError:
-        raise ConfigError("file is not readable (permission denied)", file=str(p)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a TOML file", file=str(p)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=str(p)) from None
+    """Parse a config TOML file: every I/O or syntax problem, a FIFO or device instead of a file, a file over
+    MAX_CONFIG_BYTES, or nesting that would exhaust the parser, is a ConfigError naming the file."""
+    return toml_files.read_toml(path, MAX_CONFIG_BYTES)
 
 
 def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSettings:

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from peernet.atomic import read_bounded, write_atomic
+from peernet.atomic import write_atomic
 from peernet.core.topology import NodeSpec, Topology
-from peernet.errors import ConfigError, TopologyError, escaped, quoted
+from peernet.errors import ConfigError, TopologyError, quoted
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key
+from peernet.toml_files import parse_toml, read_toml_text
 
 _TOP_KEYS = ("name", "weights", "edges", "explicit_weights", "nodes")
 _NODE_KEYS = ("id", "endpoint", "public_key", "public_key_file")
@@ -24,12 +25,6 @@ _NODE_KEYS = ("id", "endpoint", "public_key", "public_key_file")
 #: The largest topology file load_topology reads (checked before reading): a 100,000-node random graph is
 #: about 25 MB; parsing 64 MiB of the worst TOML takes the parser about 40 s and 2.5 GB.
 MAX_TOPOLOGY_BYTES = 64 * 1024 * 1024
-#: The most parts a dotted key (``a.b.c``) may have: the format needs none, and tomllib takes time and memory
-#: quadratic in them (40,000 parts: 20 s and 6 GB).
-MAX_KEY_PARTS = 16
-_SEGMENT = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
-# Linear time: a match starts only at a segment's first character (the look-behind), and nothing backtracks.
-_SEGMENT_START = r"""(?<![A-Za-z0-9_\-"'\\])"""
 # The edges block as save_topology writes it: integers as TOML reads them (no sign, no leading zero, no "_"), at
 # most 10 digits (so int64 holds them; larger ids are refused by validation anyway). Possessive: linear time.
 _ID = r"(?:0|[1-9][0-9]{0,9})"
@@ -37,7 +32,6 @@ _PAIR = rf"\[[ \t]*+{_ID}[ \t]*+,[ \t]*+{_ID}[ \t]*+\]"
 _GAP = r"[ \t\r\n]*+"
 _EDGE_BLOCK = re.compile(rf"^edges[ \t]*+=[ \t]*+\[{_GAP}(?:{_PAIR}{_GAP},{_GAP})*+(?:{_PAIR}{_GAP})?+\]", re.M)
 _NOT_DIGITS = str.maketrans(dict.fromkeys("[],\r\n\t", " "))
-_DOTTED_KEY = re.compile(rf"{_SEGMENT_START}(?:{_SEGMENT}[ \t]*+\.[ \t]*+){{{MAX_KEY_PARTS}}}{_SEGMENT}")
 
 
 def _toml_str(s: str) -> str:
@@ -180,44 +174,12 @@ def parse_topology(data: Mapping[str, Any], source: str = "<topology>", *, base_
     return topo
 
 
-def _toml_error(exc: ValueError) -> str:
-    if isinstance(exc, tomllib.TOMLDecodeError):
-        return f"invalid TOML: {escaped(str(exc), 160)}"
-    # tomllib lets int() refuse a literal of more than 4,300 digits (CVE-2020-10735) with a plain ValueError.
-    return "invalid TOML: a value cannot be read (an integer of more than 4,300 digits?)"
-
-
 def _read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML of a topology file: a regular file of at most MAX_TOPOLOGY_BYTES, checked before reading,
-    as UTF-8 text without a byte-order mark, without dotted keys of more than MAX_KEY_PARTS parts."""
-    source = str(path)
-    try:
-        raw = read_bounded(path, MAX_TOPOLOGY_BYTES)
-    except FileNotFoundError:
-        raise TopologyError("file not found", file=source) from None
-    except OSError as exc:
-        raise TopologyError(f"cannot read file: {exc.strerror or exc}", file=source) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TopologyError(f"invalid TOML: the file is not UTF-8 text (byte {exc.start:,})", file=source) from None
-    if text.startswith("\ufeff"):
-        raise TopologyError("invalid TOML: the file starts with a byte-order mark (BOM), which TOML does not allow; "
-                            "save it as UTF-8 without one", file=source)
-    deep = _DOTTED_KEY.search(text)
-    if deep is not None:
-        line = text.count("\n", 0, deep.start()) + 1
-        raise TopologyError(f"invalid TOML: a dotted key of more than {MAX_KEY_PARTS} parts at line {line} (a "
-                            "topology needs none)", file=source)
+    """The parsed TOML of a topology file (the checks of ``toml_files.read_toml_text``, at most
+    MAX_TOPOLOGY_BYTES), its edges block read fast when it has the form ``save_topology`` writes."""
+    text = read_toml_text(path, MAX_TOPOLOGY_BYTES, TopologyError)
     fast = _parse_with_edge_block(text)
-    if fast is not None:
-        return fast
-    try:
-        return tomllib.loads(text)
-    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
-        raise TopologyError("invalid TOML: arrays or inline tables nested too deeply", file=source) from None
-    except ValueError as exc:
-        raise TopologyError(_toml_error(exc), file=source) from None
+    return fast if fast is not None else parse_toml(text, str(path), TopologyError)
 
 
 def _parse_with_edge_block(text: str) -> dict[str, Any] | None:

@@ -15,7 +15,10 @@ INTRO = """# Configuration reference
 peernet reads TOML. Every file is parsed into a frozen dataclass that rejects unknown keys, wrong types
 and out-of-range values, and the error names the file, the key and the reason, e.g.
 `error: node/node3.toml: key 'treads': unknown key; allowed keys: ...`. Keys may be written with `_` or
-`-`. Relative paths are resolved against the directory of the file that names them.
+`-`. Relative paths are resolved against the directory of the file that names them. A config file must be
+a regular file of at most 4 MiB (checked before reading: a FIFO or a device is refused, never read), UTF-8
+without a byte-order mark, with dotted keys of at most 16 parts and nesting the parser can take; anything
+else is an error naming the file (the same reader as topology files, `peernet/toml_files.py`).
 
 This page is generated from the code (`.venv/bin/python scripts/gen_config_docs.py`); a test checks that
 it lists every key.

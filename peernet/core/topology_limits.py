@@ -41,6 +41,17 @@ def finite_number(x: object) -> bool:
         return False
 
 
+def _z85_groups(text: str) -> list[int]:
+    """The eight values a 40-character z85 string encodes (five base-85 digits each, most significant first)."""
+    groups = []
+    for g in range(8):
+        value = 0
+        for c in text[5 * g : 5 * g + 5]:
+            value = value * 85 + _Z85_VALUE[c]
+        groups.append(value)
+    return groups
+
+
 def z85_problem(text: str) -> str | None:
     """Why ``text`` is not the z85 form of a 32-byte key (40 characters, 8 groups of 5), or None."""
     if len(text) != 40:
@@ -48,24 +59,11 @@ def z85_problem(text: str) -> str | None:
     bad = sorted(set(text) - _Z85_VALUE.keys())
     if bad:
         return f"has characters outside z85: {quoted(''.join(bad))}"
-    for g in range(8):
-        value = 0
-        for c in text[5 * g : 5 * g + 5]:
-            value = value * 85 + _Z85_VALUE[c]
+    for g, value in enumerate(_z85_groups(text)):
         if value > 0xFFFFFFFF:  # five z85 digits reach 85**5 - 1 > 2**32 - 1: such a group decodes to nothing
             return f"does not decode: characters {5 * g + 1}-{5 * g + 5} ({quoted(text[5 * g : 5 * g + 5])}) " \
                    "exceed 2**32 - 1"
     return None
-
-
-def _z85_bytes(text: str) -> bytes:
-    out = bytearray()
-    for g in range(8):
-        value = 0
-        for c in text[5 * g : 5 * g + 5]:
-            value = value * 85 + _Z85_VALUE[c]
-        out += value.to_bytes(4, "big")
-    return bytes(out)
 
 
 def public_key_problem(text: str) -> str | None:
@@ -73,7 +71,8 @@ def public_key_problem(text: str) -> str | None:
     problem = z85_problem(text)
     if problem is not None:
         return problem
-    u = int.from_bytes(_z85_bytes(text), "little") & (2**255 - 1)  # X25519 ignores the top bit
+    raw = b"".join(value.to_bytes(4, "big") for value in _z85_groups(text))
+    u = int.from_bytes(raw, "little") & (2**255 - 1)  # X25519 ignores the top bit
     if u % _P25519 in _SMALL_ORDER:
         return "is a small-order Curve25519 point (such as all zeros), not a key `peernet keygen` makes: every " \
                "CURVE handshake with it fails"

@@ -195,7 +195,7 @@ def image_shards(settings: RunSettings, nodes: int, labels: np.ndarray, num_clas
 def rounds_per_epoch(settings: RunSettings, nodes: int) -> int:
     """Rounds in one epoch of a run (batches in the mean shard), without building the task or reading images."""
     if settings.dataset == "quadratic":
-        return 1
+        return QuadraticTask.rounds_per_epoch
     from peernet.data.datasets import load_labels
 
     shards = image_shards(settings, nodes, load_labels(settings.dataset, settings.data_dir)[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -252,20 +253,26 @@ def _cifar_count(path: Path) -> int:
     return size // _CIFAR_RECORD
 
 
-def _cifar_split(directory: Path, split: str, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (uint8, (n, 3, 32, 32)) and labels of one split, only ``rows`` (numbered across the batch
-    files in order) when given."""
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
+def _cifar_records(directory: Path, split: str, rows: np.ndarray | None, cols: slice = slice(None)
+                   ) -> Iterator[np.ndarray]:
+    """One split's records, batch file by batch file: only ``rows`` (numbered across the files in order) when
+    given, columns ``cols`` of each."""
     offset = 0
     for path in _cifar_files(directory, split):
         count = _cifar_count(path)
         mine = None if rows is None else rows[(rows >= offset) & (rows < offset + count)] - offset
         with open_stream(path) as fh:
-            records = select_records(fh, path, count, _CIFAR_RECORD, mine)
+            yield select_records(fh, path, count, _CIFAR_RECORD, mine, cols)
+        offset += count
+
+
+def _cifar_split(directory: Path, split: str, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, (n, 3, 32, 32)) and labels of one split, only ``rows`` of them when given."""
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for records in _cifar_records(directory, split, rows):
         images.append(records[:, 1:].reshape(-1, 3, 32, 32))
         labels.append(records[:, 0])
-        offset += count
     return torch.from_numpy(np.concatenate(images)), _labels(directory / _cifar_files(directory, split)[0],
                                                               np.concatenate(labels), 10)
 
@@ -297,14 +304,10 @@ def _load_cached(name: str, directory: Path) -> ImageDataset:
 def _labels_cached(name: str, directory: Path) -> tuple[np.ndarray, np.ndarray]:
     if name == "cifar10":
         # Labels are the first byte of each record: a pass over the files, keeping one column.
-        parts = []
-        for split in ("train", "test"):
-            cols = []
-            for path in _cifar_files(directory, split):
-                with open_stream(path) as fh:
-                    cols.append(select_records(fh, path, _cifar_count(path), _CIFAR_RECORD, None, slice(0, 1)))
-            parts.append(_labels(path, np.concatenate(cols).reshape(-1), 10).numpy())
-        return parts[0], parts[1]
+        train, test = (np.concatenate(list(_cifar_records(directory, split, None, slice(0, 1)))).reshape(-1)
+                       for split in ("train", "test"))
+        first = directory / _CIFAR_TRAIN[0]
+        return _labels(first, train, 10).numpy(), _labels(directory / _CIFAR_TEST, test, 10).numpy()
     found = [_idx_paths(name, directory, split)[1] for split in ("train", "test")]
     train, test = (_labels(p, read_idx(p), 10).numpy() for p in found)
     return train, test

@@ -23,10 +23,20 @@ import torch
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
+from peernet.core.topology_limits import endpoint_problem
 from peernet.errors import CatchUp, CodecError, RoundAbandoned
 from peernet.ratelimit import RateLimitedLog
 from peernet.transport import Transport
-from peernet.wire.codec import check_finite, decode, decode_header, encode, encode_header, specs_of, tensor_frames
+from peernet.wire.codec import (
+    check_finite,
+    decode,
+    decode_header,
+    encode,
+    encode_header,
+    payload_views,
+    specs_of,
+    tensor_frames,
+)
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -38,8 +48,8 @@ OUTBOX_LIMIT = 4
 #: The largest edge epoch an honest peer sends: epochs grow by one per drop or restart of the edge, so no real
 #: run comes near; far below the wire's int64 limit, so the +1 of a restart can never overflow it.
 MAX_EPOCH = 1 << 40
-#: What a hello may ask us to connect to: a TCP endpoint with a real port, or an in-process one.
-_ENDPOINT = re.compile(r"tcp://[A-Za-z0-9.\-]+:(\d{1,5})|tcp://\[[0-9A-Fa-f:.]+\]:(\d{1,5})|mem://\d{1,9}")
+#: The in-process transport's endpoints (tests, the protocol simulator); real ones follow endpoint_problem.
+_MEMORY_ENDPOINT = re.compile(r"mem://\d{1,9}")
 
 
 class Exchange:
@@ -97,6 +107,7 @@ class Exchange:
         self._last_ping = 0.0
         self._last_look: float | None = None  # monotonic time we last read the socket (None: not yet)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self._poll_round = 0  # the round poll() was called for: what _place validates a header against
         self.byes: set[int] = set()
         #: Neighbours that said hello with a reset tracker after this round's declarations went out: the edge's
         #: flow was rolled back and its epoch moved on, so this round must not mix over it (it would record a
@@ -162,7 +173,8 @@ class Exchange:
         """Receive at most one message (waiting up to ``timeout``) and file or drop it; False if none came."""
         if self._flush():
             timeout = min(timeout, 0.01)  # something is still queued: come back soon to retry it
-        got = self.transport.recv(timeout)
+        self._poll_round = current_round
+        got = self.transport.recv(timeout, self._place)
         if got is not None:
             self._file(got, current_round)
         self._last_look = self.clock()
@@ -219,28 +231,57 @@ class Exchange:
             return f"declared degree {header.degree} is above the sender's degree {limit} in the topology"
         endpoint = header.meta.get("endpoint")
         if endpoint is not None and not _valid_endpoint(endpoint):
-            return f"hello endpoint {str(endpoint)[:80]!r} is not tcp://HOST:PORT"
+            return f"hello endpoint {str(endpoint)[:80]!r} is not tcp://HOST:PORT or ipc://PATH"
         return None
+
+    def _destination(self, routing_id: int, header: Header, current_round: int) -> dict[str, torch.Tensor] | None:
+        """Where a round message's tensors go: the buffer of its sender and round when it can be filed, else the
+        scratch buffer; None (fresh tensors) while joining, since those are kept (``latest``)."""
+        if self.joining:
+            return None
+        # One buffer per neighbour and round it may send ahead of us (rounds_ahead + 1) is reused: no allocation
+        # per message. The rounds that can be filed at once are current_round .. current_round + rounds_ahead,
+        # so they never share a buffer, and an older round's buffer is reused only after that round was mixed.
+        # Anything that cannot be filed (another identity, a stale round, a duplicate) goes to a scratch buffer,
+        # so it can never overwrite a neighbour's tensors.
+        usable = (routing_id == header.sender and self.policy.accepts(current_round, header.round)
+                  and header.sender not in self.inbox.get(header.round, {}))
+        return self._buffer(routing_id if usable else -1, header.round)
+
+    def _place(self, routing_id: int, frame: memoryview) -> list[memoryview] | None:
+        """The transport's ``place``: receive a valid round message's payload straight into its buffer.
+
+        Only a header that passes every check gets buffer views; anything else is received as ordinary frames
+        and dropped by ``_decode`` as before. A payload that then does not match its header (frame count or
+        lengths) is rejected by ``decode``; what it wrote went into a buffer that holds no filed message.
+        """
+        try:
+            header = decode_header(frame, self._expect(self._poll_round, ahead=self._ahead()))
+        except CodecError:
+            return None
+        if header.kind != "round" or routing_id != header.sender or self._implausible(header) is not None:
+            return None
+        out = self._destination(routing_id, header, self._poll_round)
+        return None if out is None else payload_views(header.tensors, out)
+
+    def _ahead(self) -> int | None:
+        return None if self.joining else self.policy.rounds_ahead
 
     def _decode(self, routing_id: int, frames: list[memoryview], current_round: int
                 ) -> tuple[Header, Message | None]:
         """The header, and for a round message its validated tensors; CodecError for anything malformed."""
         if not frames:
             raise CodecError("empty message")
-        expect = self._expect(current_round, ahead=None if self.joining else self.policy.rounds_ahead)
+        expect = self._expect(current_round, ahead=self._ahead())
         header = decode_header(frames[0], expect)
         if header.kind in ("hello", "bye", "ping"):
             return header, None
         if header.kind != "round":
             raise CodecError(f"unexpected message kind {header.kind!r}")
         # Every payload is validated, even one we will not use, so a malformed message is always dropped and
-        # counted as such. One buffer per neighbour and round it may send ahead of us (rounds_ahead + 1) is
-        # reused: no allocation per message. Anything that cannot be filed (another identity, a stale round, a
-        # duplicate) goes to a scratch buffer, so it can never overwrite a neighbour's tensors.
-        usable = (routing_id == header.sender and self.policy.accepts(current_round, header.round)
-                  and header.sender not in self.inbox.get(header.round, {}))
-        out = None if self.joining else self._buffer(routing_id if usable else -1, header.round)
-        msg = decode(frames, expect, out=out)
+        # counted as such. The destination is the one _place chose (same state, same thread), so a payload
+        # received in place is not copied again.
+        msg = decode(frames, expect, out=self._destination(routing_id, header, current_round))
         try:
             check_finite(msg.tensors, self.max_abs)
         except CodecError:
@@ -536,12 +577,8 @@ class Exchange:
 
 
 def _valid_endpoint(endpoint: object) -> bool:
-    """A hello's endpoint is followed only if it is a plain TCP (or in-process) endpoint with a real port."""
+    """A hello's endpoint is followed only if it is one a node can bind and be dialled at (the topology file's
+    rule: ``tcp://HOST:PORT`` with a real port, or ``ipc://PATH``) or an in-process one."""
     if not isinstance(endpoint, str):
         return False
-    match = _ENDPOINT.fullmatch(endpoint)
-    if match is None:
-        return False
-    port = match.group(1) or match.group(2)
-    return port is None or 1 <= int(port) <= 65535
-
+    return _MEMORY_ENDPOINT.fullmatch(endpoint) is not None or endpoint_problem(endpoint) is None

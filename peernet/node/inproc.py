@@ -26,7 +26,7 @@ from peernet.node.config import NodeConfig, node_config_from_mapping
 from peernet.node.daemon import NodeDaemon
 from peernet.node.launcher import LocalCluster
 from peernet.node.wiring import Wiring
-from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Transport
+from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Place, Transport
 
 log = logging.getLogger("peernet.inproc")
 
@@ -74,9 +74,9 @@ class WrappedTransport:
         self._check()
         return self.inner.send(peer_id, frames)
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
         self._check()
-        return self.inner.recv(timeout)
+        return self.inner.recv(timeout, place)
 
     def close(self) -> None:
         self.inner.close()
@@ -99,9 +99,9 @@ class KillableTransport(WrappedTransport):
         if self.killed.is_set():
             raise NodeKilled(f"node {self.node_id} was killed")
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
         try:
-            return super().recv(timeout)
+            return super().recv(timeout, place)
         except TransportError:
             self._check()  # closed under us by kill(): that is the kill, not a transport failure
             raise

@@ -31,7 +31,7 @@ from peernet.node.results import merge_run
 from peernet.node.wiring import Wiring
 from peernet.sim.baton import Baton
 from peernet.tasks import rounds_per_epoch
-from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Transport
+from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Place, Transport
 
 log = logging.getLogger("peernet.sim")
 
@@ -57,9 +57,9 @@ class ScheduledTransport(WrappedTransport):
             self.inner.close()  # gone at once for its neighbours, as a crashed process is
             raise NodeKilled(f"node {self.node_id} crashed after round {self.die_after} (scenario)")
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
         self._check()
-        got = self.inner.recv(0.0)
+        got = self.inner.recv(0.0, place)
         if got is not None:
             return got
         # Nothing to read: hand the baton on, even for a zero timeout. Computation takes no virtual time, so a
@@ -67,7 +67,7 @@ class ScheduledTransport(WrappedTransport):
         # round after round alone while the others never get a turn.
         self.baton.wait(self.node_id, max(timeout, 0.0), self.inner.pending)
         self._check()
-        return self.inner.recv(0.0)
+        return self.inner.recv(0.0, place)
 
 
 class Rendezvous(BootstrapClient):

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from peernet.transport.memory import MemoryHub, MemoryTransport
+from peernet.transport.placement import Place
 from peernet.transport.zmq_transport import CurveKeys, ZmqTransport, decode_routing_id, encode_routing_id
 
 __all__ = [
     "CurveKeys",
     "MemoryHub",
     "MemoryTransport",
+    "Place",
     "Transport",
     "ZmqTransport",
     "decode_routing_id",
@@ -45,8 +47,11 @@ class Transport(Protocol):
         """Queue one message without blocking; False if the peer is not connected or its queue is full."""
         ...
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
-        """Wait up to ``timeout`` seconds for one message: (sender id, frames), or None on timeout."""
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
+        """Wait up to ``timeout`` seconds for one message: (sender id, frames), or None on timeout.
+
+        With ``place``, the payload frames go into the views ``place(sender, header)`` returns (placement.fill).
+        """
         ...
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from peernet.config import from_mapping
 from peernet.errors import ConfigError, TransportError
 
 if TYPE_CHECKING:  # peernet.transport's __init__ may one day import this module: no runtime import cycle
-    from peernet.transport import Transport
+    from peernet.transport import Place, Transport
 
 T = TypeVar("T")
 Frames = list[bytes | memoryview]
@@ -238,7 +238,7 @@ class FaultyTransport:
                 heapq.heappush(self._heap, (now + _RETRY_S, seq, peer, frames))
         self.stats.update(self.inner.stats)
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
         """Wait up to ``timeout`` seconds for one message, releasing delayed outgoing ones on time meanwhile."""
         # Timeouts and the fault schedule both follow self._clock: the daemon passes its own (virtual time
         # in the protocol simulator, where the inner transport's waits advance that clock).
@@ -249,7 +249,7 @@ class FaultyTransport:
             due = min([h[0] for h in self._held.values()] + [m[0] for m in self._heap[:1]], default=None)
             if due is not None:
                 wait = min(wait, due - self._clock())
-            got = self.inner.recv(max(wait, 0.0))
+            got = self.inner.recv(max(wait, 0.0), place)
             self.stats.update(self.inner.stats)
             if got is not None or self._clock() >= deadline:
                 return got

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from peernet.errors import TransportError
+from peernet.transport.placement import MAX_FRAMES, Place, fill
 
 _SCHEME = "mem://"
 
@@ -116,8 +117,10 @@ class MemoryTransport:
             self._cond.notify()
             return True
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
-        """Wait up to ``timeout`` seconds for one message; returns (sender id, frames) or None."""
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
+        """Wait up to ``timeout`` seconds for one message; returns (sender id, frames) or None.
+
+        ``place`` as for :meth:`ZmqTransport.recv`: the payload is copied into the views it returns."""
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
             while True:
@@ -131,11 +134,14 @@ class MemoryTransport:
                         continue
                     self.stats["msgs_in"] += 1
                     self.stats["bytes_in"] += size
-                    return sender, frames
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+        # Outside the lock: ``place`` is the receiver's code, and senders must not wait on it.
+        views = place(sender, frames[0]) if place is not None and len(frames) > 1 else None
+        return sender, frames if views is None else [frames[0], *_copied_into(views, frames[1:])]
 
     def pending(self) -> bool:
         """Whether a message is waiting to be received (what a scheduler waiting on us needs to know)."""
@@ -164,3 +170,19 @@ class MemoryTransport:
 
     def __repr__(self) -> str:
         return f"MemoryTransport(node_id={self.node_id}, endpoint={self.endpoint!r}, peers={sorted(self.connected())})"
+
+
+def _copied_into(views: Sequence[memoryview], frames: list[memoryview]) -> list[memoryview]:
+    """The payload ``frames`` as :func:`fill` leaves them in ``views`` (copied, cut where a view is shorter)."""
+    pending = iter(frames)
+    left = len(frames)
+
+    def read_into(view: memoryview) -> int:
+        nonlocal left
+        frame = next(pending)
+        left -= 1
+        n = min(frame.nbytes, view.nbytes)
+        view[:n] = frame[:n]
+        return frame.nbytes
+
+    return fill(views, read_into, lambda: left > 0, MAX_FRAMES)

@@ -14,6 +14,7 @@ import zmq
 from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import TransportError
 from peernet.security.zap import ZapHandler, user_id_of
+from peernet.transport.placement import MAX_FRAMES, Place, fill
 
 log = logging.getLogger("peernet.transport")
 
@@ -82,21 +83,15 @@ def decode_routing_id(raw: bytes) -> int | None:
     return int(head)
 
 
-#: Frames a peernet message can have: a header and the 1 MiB chunks of its tensors (a 1 GB model's pair of
-#: tensors is ~2,000). Anything with more is read frame by frame and thrown away as it comes.
-MAX_FRAMES = 4096
-
-
-def recv_bounded(sock: zmq.Socket, max_frames: int, max_bytes: int) -> list[zmq.Frame] | None:
-    """Receive one multipart message (NOBLOCK on its first frame), keeping at most ``max_frames`` frames and
-    ``max_bytes`` bytes of it (``max_bytes`` < 0: no byte bound). A message over either bound is read to its
-    end and discarded frame by frame, and None is returned: a message of a million tiny frames then costs a
-    loop, not a million buffers held at once (the rest of a multipart message is already queued, so the
-    reads after the first never block)."""
-    first = sock.recv(zmq.NOBLOCK, copy=False)
+def read_bounded(sock: zmq.Socket, first: zmq.Frame, max_frames: int, max_bytes: int) -> list[zmq.Frame] | None:
+    """The rest of a multipart message whose frame ``first`` was just read, keeping at most ``max_frames``
+    frames and ``max_bytes`` bytes in all (``max_bytes`` < 0: no byte bound). A message over either bound is
+    read to its end and discarded frame by frame, and None is returned: a message of a million tiny frames then
+    costs a loop, not a million buffers held at once (the rest of a multipart message is already queued, so
+    these reads never block)."""
     parts = [first]
-    size = 0
-    over = False
+    size = len(first)
+    over = 0 <= max_bytes < size
     more = first.more
     while more:
         frame = sock.recv(copy=False)
@@ -109,6 +104,11 @@ def recv_bounded(sock: zmq.Socket, max_frames: int, max_bytes: int) -> list[zmq.
             over = True
             parts = []
     return None if over else parts
+
+
+def recv_bounded(sock: zmq.Socket, max_frames: int, max_bytes: int) -> list[zmq.Frame] | None:
+    """Receive one multipart message (NOBLOCK on its first frame) within the bounds of :func:`read_bounded`."""
+    return read_bounded(sock, sock.recv(zmq.NOBLOCK, copy=False), max_frames, max_bytes)
 
 
 def _advertised(last_endpoint: str, advertise: str | None) -> str:
@@ -266,8 +266,13 @@ class ZmqTransport:
         self.stats["bytes_out"] += sum(memoryview(f).nbytes for f in frames)
         return True
 
-    def recv(self, timeout: float) -> tuple[int, list[memoryview]] | None:
-        """Wait up to ``timeout`` seconds for one valid message; returns (sender id, frames) or None."""
+    def recv(self, timeout: float, place: Place | None = None) -> tuple[int, list[memoryview]] | None:
+        """Wait up to ``timeout`` seconds for one valid message; returns (sender id, frames) or None.
+
+        With ``place``, a message's payload frames are received straight into the views ``place`` returns for
+        its sender and header (see :func:`peernet.transport.placement.fill`): no buffer per frame, no copy
+        after. Messages from no node, or from a connection authenticated as another node, never reach it.
+        """
         self._check_open()
         if self._zap is not None:
             self.stats["refused_handshakes"] = self._zap.refused  # connections the ZAP handler turned away
@@ -277,28 +282,49 @@ class ZmqTransport:
             if not self._router.poll(remaining_ms, zmq.POLLIN):
                 return None
             try:
-                parts = recv_bounded(self._router, MAX_FRAMES, self._max_msg_size)
+                got = self._read_message(place)
             except zmq.Again:
                 continue
-            if parts is None:
-                self.stats["oversize"] += 1
-                continue
-            sender = decode_routing_id(parts[0].bytes)
-            if sender is None:
-                self.stats["bad_identity"] += 1
-            elif self._zap is not None and user_id_of(parts[0]) != str(sender):
-                self._auth_mismatch(sender, user_id_of(parts[0]))
-            else:
-                frames = [p.buffer for p in parts[1:]]
-                size = sum(f.nbytes for f in frames)
+            if got is not None:
+                size = sum(f.nbytes for f in got[1])
                 if 0 <= self._max_msg_size < size:
                     self.stats["oversize"] += 1
                 else:
                     self.stats["msgs_in"] += 1
                     self.stats["bytes_in"] += size
-                    return sender, frames
+                    return got
             if time.monotonic() >= deadline:
                 return None
+
+    def _read_message(self, place: Place | None) -> tuple[int, list[memoryview]] | None:
+        """Read one whole message off the ROUTER (its first frame without blocking); None when it is dropped."""
+        routing = self._router.recv(zmq.NOBLOCK, copy=False)
+        sender = decode_routing_id(routing.bytes)
+        if sender is None:
+            self.stats["bad_identity"] += 1
+        elif self._zap is not None and user_id_of(routing) != str(sender):
+            self._auth_mismatch(sender, user_id_of(routing))
+        elif not routing.more:
+            return sender, []
+        else:
+            header = self._router.recv(copy=False)
+            views = place(sender, header.buffer) if place is not None and header.more else None
+            if views is not None:
+                return sender, [header.buffer, *fill(views, self._recv_into, self._more, MAX_FRAMES)]
+            rest = read_bounded(self._router, header, MAX_FRAMES, self._max_msg_size)
+            if rest is not None:
+                return sender, [p.buffer for p in rest]
+            self.stats["oversize"] += 1
+            return None
+        if routing.more:
+            fill((), self._recv_into, self._more, 0)  # read the rest of the message and throw it away
+        return None
+
+    def _recv_into(self, view: memoryview) -> int:
+        return int(self._router.recv_into(view))
+
+    def _more(self) -> bool:
+        return bool(self._router.getsockopt(zmq.RCVMORE))
 
     def _auth_mismatch(self, routing_id: int, user: str | None) -> None:
         self.stats["auth_mismatch"] += 1

@@ -131,7 +131,9 @@ def decode(frames: Sequence[FrameLike], expect: Expectation, out: Mapping[str, t
 
     Every check (header, frame count, each chunk's length, destination dtype/shape) runs before the first byte
     is written, so a rejected message leaves ``out`` untouched. Tensors of ``out`` that the message does not
-    carry are left as they are and are not returned. Raises CodecError with a ``code`` from DROP_CODES.
+    carry are left as they are and are not returned. A frame that already is its chunk of ``out`` (the
+    transport received it in place, into :func:`payload_views`) is not copied. Raises CodecError with a
+    ``code`` from DROP_CODES.
     """
     try:
         count = len(frames)
@@ -157,11 +159,30 @@ def decode(frames: Sequence[FrameLike], expect: Expectation, out: Mapping[str, t
         flat = _byte_view(dest[spec.name])
         offset = 0
         for length in chunk_lengths(spec.nbytes):
-            flat[offset : offset + length] = np.frombuffer(next(chunks), dtype=np.uint8)
+            src = np.frombuffer(next(chunks), dtype=np.uint8)
+            target = flat[offset : offset + length]
+            if length and src.ctypes.data != target.ctypes.data:  # else received in place (payload_views)
+                target[:] = src
             offset += length
         if not _LITTLE:
             dest[spec.name].detach().reshape(-1).numpy().byteswap(inplace=True)
     return Message(header, dest)
+
+
+def payload_views(specs: tuple[TensorSpec, ...], out: Mapping[str, torch.Tensor]) -> list[memoryview]:
+    """Writable byte views of ``out``'s tensors, one per payload frame of a message carrying ``specs``: where a
+    transport can receive that message's chunks in place, so that :func:`decode` into ``out`` copies nothing.
+
+    Raises CodecError for destinations that do not match ``specs`` (as :func:`decode` would)."""
+    dest = _destinations(specs, out)
+    views: list[memoryview] = []
+    for spec in specs:
+        flat = _byte_view(dest[spec.name]).data
+        offset = 0
+        for length in chunk_lengths(spec.nbytes):
+            views.append(flat[offset : offset + length])
+            offset += length
+    return views
 
 
 def specs_of(tensors: Mapping[str, torch.Tensor]) -> tuple[TensorSpec, ...]:

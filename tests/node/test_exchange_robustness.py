@@ -47,7 +47,8 @@ def victim(hub: MemoryHub) -> tuple[Exchange, MemoryTransport]:
 @pytest.mark.parametrize(("message", "why"), [
     (control("hello", endpoint="tcp://127.0.0.1:99999"), "value"),  # no such port
     (control("hello", endpoint="tcp://evil host:1"), "value"),
-    (control("hello", endpoint="ipc:///tmp/x"), "value"),
+    (control("hello", endpoint="ipc:///" + "x" * 200), "value"),  # longer than a Unix socket path can be
+    (control("hello", endpoint="ipc://*"), "value"),  # a random path, which no neighbour can dial
     (control("hello", epoch=INT64), "value"),  # +1 on a restart would overflow the wire's int64
     (control("ping", epoch=MAX_EPOCH + 1), "value"),
     (control("hello", round_=INT64, reply=True), "round"),  # the codec's own bound: too far ahead

@@ -18,7 +18,8 @@
      ├── CheckpointError        a checkpoint is missing, corrupt or from another run
      ├── LaunchError            a process of the local cluster failed to start or exited with an error
      ├── NetnsError             a namespace, nftables or tc command of the fault lab failed
-     └── ScenarioFailed         a chaos scenario's cluster failed or ran out of time
+     ├── ScenarioFailed         a chaos scenario's cluster failed or ran out of time
+     └── RunDirError            a run directory is held by another run, not empty, or not a run's to clear
 
 Caught inside peernet, never shown to a user (``Exception`` subclasses, so a broad ``except
 PeernetError`` never swallows them):
@@ -30,6 +31,8 @@ PeernetError`` never swallows them):
 
     NodeKilled       (a ``BaseException``) an in-process cluster killed this node's thread, as SIGKILL
                      would a process: no ``except Exception`` on the way may turn it into a clean exit
+    Interrupted      (a ``KeyboardInterrupt``) SIGTERM, SIGHUP or SIGINT reached `local` or `chaos`: it
+                     unwinds to the command, which stops everything, writes stopped.json, exits 128 + N
 
 Every error carries a human-readable message; the CLI prints it and exits non-zero.
 """
@@ -37,6 +40,7 @@ Every error carries a human-readable message; the CLI prints it and exits non-ze
 from __future__ import annotations
 
 import reprlib
+import signal
 
 #: How much of a user's value an error message shows: hostile input must not flood a terminal or a log.
 QUOTE_CHARS = 80
@@ -177,6 +181,25 @@ class CatchUp(Exception):
     def __init__(self, round_: int) -> None:
         super().__init__(f"neighbours are at round {round_}")
         self.round = round_
+
+
+class RunDirError(PeernetError):
+    """A run directory cannot be used: another run holds its lock, it is not empty (no --force), or --force
+    was asked to empty a directory that is not a peernet run's."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal turned into an exception in the main thread (peernet/interrupts.py), as Ctrl-C is.
+
+    A KeyboardInterrupt, so cleanup that already treats Ctrl-C as "stop now" treats SIGTERM and SIGHUP the same
+    and no ``except Exception`` swallows it. ``summary`` is what the command did about it, for the last line.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+        self.summary = ""
+        super().__init__(f"stopped by {self.signame}")
 
 
 class NetnsError(PeernetError):

@@ -6,15 +6,18 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from peernet.chaos.netns import NetnsLab
 from peernet.chaos.scenario import Event, Scenario
-from peernet.errors import ScenarioFailed
+from peernet.errors import Interrupted, ScenarioFailed
 from peernet.node.launcher import LocalCluster, write_toml
 from peernet.node.results import merge_run
+from peernet.procs import Reaper
+from peernet.rundir import STOPPED_NAME, write_stopped
 
 log = logging.getLogger("peernet.chaos")
 
@@ -24,7 +27,8 @@ POLL_S = 0.1
 class ChaosRun:
     """One execution of a scenario into a run directory; ``run()`` returns the report (also ``chaos.json``)."""
 
-    def __init__(self, scenario: Scenario, out: str | Path) -> None:
+    def __init__(self, scenario: Scenario, out: str | Path, *, keep_fds: Sequence[int] = ()) -> None:
+        """``keep_fds``: handed to the reaper, e.g. the run directory's lock, held until it has cleaned up."""
         self.scenario = scenario
         self.out = Path(out)
         self.cluster = LocalCluster.prepare(scenario.settings, self.out, scenario.node_options, curve=True)
@@ -32,6 +36,9 @@ class ChaosRun:
         self.timeline: list[dict[str, Any]] = []
         self.gone: set[int] = set()   # killed and not restarted: not waited for at the end
         self.t0 = 0.0
+        self.keep_fds = tuple(keep_fds)
+        self.ended: list[dict[str, Any]] = []  # how each process ended, once the cluster is stopped
+        self.removed: list[str] = []            # namespaces deleted at the end
 
     def _member(self, node: int) -> str:
         return f"n{node}"
@@ -40,7 +47,9 @@ class ChaosRun:
         net = self.scenario.network
         assert net is not None
         ids = list(self.cluster.topology.ids)
-        lab = NetnsLab(["boot", *[self._member(i) for i in ids]]).open()
+        lab = NetnsLab(["boot", *[self._member(i) for i in ids]], reaper=self.cluster.reaper)
+        self.lab = lab  # before open(): what it makes on the way is deleted even if it fails half-way
+        lab.open()
         self.cluster.prefix["bootstrap"] = lab.exec_prefix("boot")
         boot = self.out / "bootstrap.toml"
         from peernet.config import read_toml
@@ -115,12 +124,38 @@ class ChaosRun:
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Run the scenario; the report. On a stop signal (Interrupted) everything is ended, stopped.json
+        says what was done, and the exception goes on up. A reaper ends all of it if this process is killed."""
+        reaper = Reaper(self.out / STOPPED_NAME, self.keep_fds)
+        self.cluster.reaper = reaper
+        try:
+            return self._run()
+        except Interrupted as exc:
+            rounds = self.cluster.rounds_done()
+            exc.summary = write_stopped(self.out, {
+                "command": "chaos", "scenario": self.scenario.name, "cause": exc.signame,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.monotonic() - self.t0, 3) if self.t0 else 0.0,
+                "events": self.timeline, "rounds": {str(i): r for i, r in rounds.items()},
+                "processes": self.ended, "namespaces": self.removed})
+            raise
+        finally:
+            reaper.close()
+
+    def _stop_cluster(self) -> None:
+        self.ended = self.cluster.stop()
+
+    def _close_lab(self) -> None:
+        if self.lab is not None:
+            self.removed += self.lab.close()
+
+    def _run(self) -> dict[str, Any]:
         sc = self.scenario
         with ExitStack() as stack:
             if sc.network is not None:
+                stack.callback(self._close_lab)
                 self.lab = self._open_network()
-                stack.callback(self.lab.close)
-            stack.callback(self.cluster.stop)
+            stack.callback(self._stop_cluster)
             self.cluster.start()
             self.t0 = time.monotonic()
             until = self.t0 + sc.timeout

@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 
 from peernet.errors import NetnsError
+from peernet.interrupts import deferred_signals
+from peernet.procs import Reaper
 
 log = logging.getLogger("peernet.chaos")
 
@@ -22,8 +24,8 @@ def _run(cmd: Sequence[str]) -> None:
         raise NetnsError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def check_available() -> str | None:
-    """Why a lab cannot be built here, or None when it can."""
+def check_available(reaper: Reaper | None = None) -> str | None:
+    """Why a lab cannot be built here, or None when it can (``reaper``: told of the probe namespace)."""
     if os.geteuid() != 0:
         return "network namespaces need root"
     for tool in ("ip", "nft", "tc"):
@@ -31,6 +33,8 @@ def check_available() -> str | None:
             return f"`{tool}` is not installed (Debian: iproute2, nftables)"
     # Root in a container may still lack the capability to make namespaces: try one.
     probe = f"pnprobe{os.getpid() % 100000}"
+    if reaper is not None:
+        reaper.watch_netns(probe)
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"cannot create a network namespace here: {made.stderr.strip()}"
@@ -42,16 +46,19 @@ class NetnsLab:
     """Members (``"boot"``, ``"n0"``, ...) each get a namespace with ``eth0`` at ``10.213.0.<k+1>``.
 
     The bridge lives in a namespace of its own, so nothing is added to the host's network. ``close()``
-    deletes every namespace it made (which removes their links and rules); it is safe to call twice.
+    deletes every namespace it made (which removes their links, nftables tables and tc qdiscs); it is safe to
+    call twice. With a ``reaper`` each namespace is announced to it before it is made, so a launcher killed
+    at any point leaves none behind.
     """
 
-    def __init__(self, members: Sequence[str], *, tag: str | None = None) -> None:
+    def __init__(self, members: Sequence[str], *, tag: str | None = None, reaper: Reaper | None = None) -> None:
         if len(members) > 250:
             raise NetnsError(f"at most 250 members per lab, got {len(members)}")
         self.tag = tag or f"pn{os.getpid() % 100000}"
         self.members = list(members)
         self.hub = f"{self.tag}-hub"
         self.created: list[str] = []
+        self.reaper = reaper
 
     def ns(self, member: str) -> str:
         return f"{self.tag}-{member}"
@@ -66,7 +73,7 @@ class NetnsLab:
         _run(["ip", "netns", "exec", member_ns, *cmd])
 
     def open(self) -> NetnsLab:
-        reason = check_available()
+        reason = check_available(self.reaper)
         if reason:
             raise NetnsError(reason)
         try:
@@ -94,8 +101,11 @@ class NetnsLab:
         return self
 
     def _add_ns(self, ns: str) -> None:
-        _run(["ip", "netns", "add", ns])
-        self.created.append(ns)
+        if self.reaper is not None:
+            self.reaper.watch_netns(ns)
+        with deferred_signals():  # made and not recorded, close() would miss it
+            _run(["ip", "netns", "add", ns])
+            self.created.append(ns)
         _run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
 
     def set_loss(self, percent: float, members: Iterable[str] | None = None) -> None:
@@ -131,12 +141,18 @@ class NetnsLab:
             self._in(self.ns(member), "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
                      "burst", "64kb", "latency", "400ms")
 
-    def close(self) -> None:
-        for ns in reversed(self.created):
-            proc = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
-            if proc.returncode != 0:
-                log.warning("could not delete namespace %s: %s", ns, proc.stderr.strip())
-        self.created.clear()
+    def close(self) -> list[str]:
+        """Delete every namespace made (a stop signal waits until all are gone); return those deleted."""
+        removed = []
+        with deferred_signals():
+            for ns in reversed(self.created):
+                proc = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    log.warning("could not delete namespace %s: %s", ns, proc.stderr.strip())
+                else:
+                    removed.append(ns)
+            self.created.clear()
+        return removed
 
     def __enter__(self) -> NetnsLab:
         return self.open()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
               show_default=True)
 @reports_errors
 def bootstrap(config_path: str, listen: str | None, fresh: bool, log_level: str) -> None:
-    """Run the bootstrap service in the foreground until SIGTERM or Ctrl-C.
+    """Run the bootstrap service in the foreground until SIGTERM, SIGHUP or Ctrl-C.
 
     Nodes register with it, wait until every node of the topology is there, then learn each other's
     endpoints; it is not in the data path, so training goes on if it stops. Prints
@@ -60,7 +60,10 @@ def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP too (a closed terminal: a clean stop), unless it is ignored, as nohup does.
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops
+                if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         click.echo(f"bootstrap listening on {service.endpoint}", err=True)
         service.serve_forever(stop)

@@ -18,22 +18,29 @@ from peernet.cli.simulate_cmd import format_summary
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="run directory (default: runs/chaos-<name>-<time>)")
 @click.option("--json", "as_json", is_flag=True, help="print the report (events, summary) as one JSON line")
+@click.option("--force", is_flag=True,
+              help="delete what an earlier run left in --out first (without it a non-empty --out is refused)")
 @reports_errors
-def chaos(scenario: str, out: str | None, as_json: bool) -> None:
+def chaos(scenario: str, out: str | None, as_json: bool, force: bool) -> None:
     """Run a cluster on this machine and apply SCENARIO's events: kill -9, SIGSTOP/SIGCONT, restarts, bootstrap
     kills and, with a [network] table, per-process network namespaces with nftables loss and partitions and
     tc bandwidth limits (needs root, iproute2, nftables). Exits non-zero if a node that was not killed fails
-    or the scenario's timeout passes; every process and namespace it made is removed either way.
+    or the scenario's timeout passes; every process and namespace it made is removed either way, also on
+    SIGTERM, SIGHUP or Ctrl-C (exit 128 + the signal's number, stopped.json says what was done) and, by a
+    reaper process, when this command is killed outright.
     """
     from peernet.chaos.harness import ChaosRun
     from peernet.chaos.scenario import load_scenario
+    from peernet.interrupts import stop_signals
+    from peernet.rundir import claim_run_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s chaos %(message)s")
     sc = load_scenario(scenario)
     run_dir = Path(out) if out else Path("runs") / time.strftime(f"chaos-{sc.name}-%Y%m%d-%H%M%S")
-    click.echo(f"chaos scenario {sc.name}: {len(sc.events)} events, "
-               f"{'network namespaces' if sc.network else 'loopback'}, run dir {run_dir}", err=True)
-    report = ChaosRun(sc, run_dir).run()
+    with stop_signals(), claim_run_dir(run_dir, force=force) as claim:
+        click.echo(f"chaos scenario {sc.name}: {len(sc.events)} events, "
+                   f"{'network namespaces' if sc.network else 'loopback'}, run dir {run_dir}", err=True)
+        report = ChaosRun(sc, run_dir, keep_fds=[claim.fd]).run()
     click.echo(format_summary(report["summary"]), err=as_json)  # --json: stdout holds the JSON only
     for ev in report["events"]:
         click.echo(f"  t={ev['time']:7.1f}s  {ev['action']}{'' if ev['node'] is None else ' node ' + str(ev['node'])}",

@@ -5,19 +5,27 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from peernet.cli.common import reports_errors
 from peernet.cli.settings_opts import pop_settings, settings_options
 from peernet.cli.simulate_cmd import format_summary
+from peernet.errors import LaunchError
+
+if TYPE_CHECKING:
+    from peernet.config import RunSettings
+    from peernet.node.launcher import LocalCluster
 
 
 @click.command("local")
 @settings_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="run directory (default: runs/local-<time>): configs, per-node state, logs, summary, plot")
+              help="run directory (default: runs/local-<time>): configs, per-node state, logs, summary, plot; "
+                   "refused if it has files, unless --force")
+@click.option("--force", is_flag=True,
+              help="delete what an earlier run left in --out first (only a peernet run directory is emptied)")
 @click.option("--checkpoint-every", type=int, default=20, show_default=True, help="node checkpoint interval")
 @click.option("--timeout", type=float, default=None, help="give up (and stop every process) after this many s")
 @click.option("--json", "as_json", is_flag=True, help="print the merged summary as one JSON object on the last line")
@@ -25,33 +33,72 @@ from peernet.cli.simulate_cmd import format_summary
 @click.option("--curve/--no-curve", default=True, show_default=True,
               help="CURVE-encrypt and authenticate every connection, with fresh keys in the run directory's keys/")
 @reports_errors
-def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool, curve: bool,
-          **kwargs: Any) -> None:
+def local(out: str | None, force: bool, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool,
+          curve: bool, **kwargs: Any) -> None:
     """Run a real cluster on 127.0.0.1: one bootstrap and one daemon process per node, random free ports.
 
     Takes the same settings as `peernet simulate`; the --json summary has the same keys. Exits non-zero if
     any node fails (its log is in the run directory). Every connection uses CURVE unless --no-curve; the
-    result is the same either way.
+    result is the same either way. SIGTERM, SIGHUP and Ctrl-C stop every process (exit 128 + the signal's
+    number; stopped.json says what was done); the processes also end if this command is killed outright.
     """
-    from peernet.config import total_rounds
-    from peernet.node.launcher import LaunchError, LocalCluster
-    from peernet.node.results import merge_run, plot_run
-    from peernet.tasks import rounds_per_epoch
+    from peernet.config import resolve_topology
+    from peernet.interrupts import stop_signals
+    from peernet.rundir import claim_run_dir
 
     settings = pop_settings(kwargs)
+    resolve_topology(settings, key_files=False)  # a bad topology is refused before the directory is touched
     run_dir = Path(out) if out else Path("runs") / time.strftime("local-%Y%m%d-%H%M%S")
-    cluster = LocalCluster.prepare(settings, run_dir, {"checkpoint_every": checkpoint_every}, curve=curve)
+    with stop_signals(), claim_run_dir(run_dir, force=force) as claim:
+        summary = _run(settings, run_dir, claim.fd, {"checkpoint_every": checkpoint_every}, curve=curve,
+                       timeout=timeout, progress=not quiet)
+    click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
+    click.echo(f"run directory: {run_dir} (summary.json, curves.png, nodes/*/metrics.jsonl)", err=True)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _run(settings: RunSettings, run_dir: Path, lock_fd: int, node_options: dict[str, Any], *, curve: bool,
+         timeout: float | None, progress: bool) -> dict[str, Any]:
+    """Prepare, start, wait, stop, merge; on a stop signal write stopped.json and let Interrupted go on."""
+    from peernet.config import total_rounds
+    from peernet.errors import Interrupted
+    from peernet.node.launcher import LocalCluster
+    from peernet.procs import Reaper
+    from peernet.rundir import STOPPED_NAME, write_stopped
+    from peernet.tasks import rounds_per_epoch
+
+    cluster = LocalCluster.prepare(settings, run_dir, node_options, curve=curve)
     rounds = settings.rounds if settings.rounds is not None else total_rounds(
         settings, rounds_per_epoch(settings, cluster.topology.n))
+    cluster.reaper = reaper = Reaper(run_dir / STOPPED_NAME, [lock_fd])  # holds the lock until it cleaned up
     start = time.perf_counter()
+    ended: list[dict[str, Any]] = []
     try:
-        cluster.start()
-        click.echo(f"local cluster: {cluster.topology.n} nodes, bootstrap {cluster.address}, "
-                   f"{'CURVE' if curve else 'no CURVE'}, run dir {run_dir}", err=True)
-        codes = cluster.wait(rounds, progress=not quiet, timeout=timeout)
+        try:
+            cluster.start()
+            click.echo(f"local cluster: {cluster.topology.n} nodes, bootstrap {cluster.address}, "
+                       f"{'CURVE' if curve else 'no CURVE'}, run dir {run_dir}", err=True)
+            codes = cluster.wait(rounds, progress=progress, timeout=timeout)
+        finally:
+            ended = cluster.stop()
+        return _finish(settings, cluster, codes, time.perf_counter() - start)
+    except Interrupted as exc:
+        exc.summary = write_stopped(run_dir, {
+            "command": "local", "cause": exc.signame, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.perf_counter() - start, 3),
+            "rounds": {str(i): r for i, r in cluster.rounds_done().items()}, "processes": ended, "namespaces": []})
+        raise
     finally:
-        cluster.stop()
-    wall = time.perf_counter() - start
+        reaper.close()
+
+
+def _finish(settings: RunSettings, cluster: LocalCluster, codes: dict[int, int | None], wall: float
+            ) -> dict[str, Any]:
+    """Fail naming the nodes that failed, or merge the nodes' results into summary.json and curves.png."""
+    from peernet.node.results import merge_run, plot_run
+
+    run_dir = cluster.out
     failed = {i: c for i, c in codes.items() if c != 0}
     if failed:
         raise LaunchError("nodes failed: " + ", ".join(f"node {i} (exit {c}, log {run_dir}/node{i}.log)"
@@ -60,7 +107,4 @@ def local(out: str | None, checkpoint_every: int, timeout: float | None, as_json
     summary = merge_run(settings, cluster.topology, state_dirs, wall)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(state_dirs, run_dir / "curves.png")
-    click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
-    click.echo(f"run directory: {run_dir} (summary.json, curves.png, nodes/*/metrics.jsonl)", err=True)
-    if as_json:
-        click.echo(json.dumps(summary))
+    return summary

@@ -28,9 +28,10 @@ def setup_logging(level: str, node_id: int | None = None) -> None:
 def node(config_file: str, fresh: bool, as_json: bool) -> None:
     """Run one peernet node: register with the bootstrap, wait for the start signal, train with the neighbours.
 
-    Resumes from the latest checkpoint in state_dir unless --fresh. SIGTERM or Ctrl-C: the node abandons the
-    round in progress, writes a checkpoint and exits 0. Exit status 3: the bootstrap refused the registration
-    (the reason is printed); 4: the bootstrap did not answer.
+    Resumes from the latest checkpoint in state_dir unless --fresh. SIGTERM, SIGHUP or Ctrl-C: the node abandons
+    the round in progress, writes a checkpoint and (once training began) summary.json with finished: false, and
+    exits 0. Exit status 3: the bootstrap refused the registration (the reason is printed); 4: the bootstrap
+    did not answer.
     """
     from peernet.node.allocator import reuse_freed_memory
     from peernet.node.config import load_node_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -29,7 +30,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 @click.command("simulate")
 @settings_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="directory for settings.json, metrics.jsonl (per round and per evaluation) and summary.json")
+              help="directory for settings.json, metrics.jsonl (per round and per evaluation) and summary.json; "
+                   "refused if it has files, unless --force")
+@click.option("--force", is_flag=True,
+              help="delete what an earlier run left in --out first (only a peernet run directory is emptied)")
 @click.option("--mode", type=click.Choice(["auto", "vectorized", "loop", "protocol"]), default="auto",
               show_default=True,
               help="loop: node by node, gradients on worker threads; vectorized: nodes batched in one call; "
@@ -48,25 +52,28 @@ def format_summary(summary: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @reports_errors
-def simulate(out: str | None, mode: str, crashes: tuple[str, ...], node_options: str | None, device: str,
-             threads: int, as_json: bool, quiet: bool, **kwargs: Any) -> None:
+def simulate(out: str | None, force: bool, mode: str, crashes: tuple[str, ...], node_options: str | None,
+             device: str, threads: int, as_json: bool, quiet: bool, **kwargs: Any) -> None:
     """Simulate a decentralized run: every node of the topology in one process, same rule code as the daemon.
 
     Example: peernet simulate --algorithm momentum-tracking --topology ring --nodes 8
     --dataset fashion-mnist --partition classes --classes-per-node 2 --epochs 2 --out runs/mt
     """
+    from peernet.config import resolve_topology
+    from peernet.device import resolve_device
     from peernet.errors import ConfigError
-    from peernet.sim.run import run_simulation
+    from peernet.rundir import claim_run_dir
 
     settings = pop_settings(kwargs)
     if mode != "protocol" and (crashes or node_options):
         raise click.BadParameter("only with --mode protocol", param_hint="'--crash' / '--node-options'")
+    parsed = _parse_crashes(crashes)
     try:
-        if mode == "protocol":
-            summary = _protocol(settings, out, _parse_crashes(crashes), node_options, progress=not quiet)
-        else:
-            summary = run_simulation(settings, out, mode=mode, progress=not quiet,  # type: ignore[arg-type]
-                                     device=device, threads=threads)
+        if mode != "protocol":
+            resolve_device(device)  # a missing GPU or a bad topology is refused before --out is touched
+        resolve_topology(settings, key_files=False)
+        with claim_run_dir(out, force=force) if out is not None else contextlib.nullcontext():
+            summary = _run(settings, out, mode, parsed, node_options, device, threads, progress=not quiet)
     except ConfigError as exc:
         if exc.key == "device" and exc.file is None:
             raise click.BadParameter(exc.reason, param_hint="'--device'") from None
@@ -74,6 +81,16 @@ def simulate(out: str | None, mode: str, crashes: tuple[str, ...], node_options:
     click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _run(settings: Any, out: str | None, mode: str, crashes: dict[int, int], node_options: str | None,
+         device: str, threads: int, *, progress: bool) -> dict[str, Any]:
+    from peernet.sim.run import run_simulation
+
+    if mode == "protocol":
+        return _protocol(settings, out, crashes, node_options, progress=progress)
+    return run_simulation(settings, out, mode=mode, progress=progress,  # type: ignore[arg-type]
+                          device=device, threads=threads)
 
 
 def _parse_crashes(specs: tuple[str, ...]) -> dict[int, int]:

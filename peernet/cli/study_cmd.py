@@ -32,13 +32,19 @@ def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_j
     The whole file is validated before anything runs. Finished cells are skipped, so an interrupted sweep
     (Ctrl-C) resumes where it stopped when run again. Then: peernet report DIR.
     """
+    from peernet.device import resolve_device
+    from peernet.rundir import claim_run_dir
     from peernet.study.grid import load_study
-    from peernet.study.sweep import default_jobs, run_sweep
+    from peernet.study.sweep import default_jobs, preflight, run_sweep
 
     study = load_study(config_file)
     out_dir = Path(out) if out else Path("runs") / ("sweep-" + re.sub(r"[^A-Za-z0-9._-]+", "-", study.name))
     try:
-        result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet, device=device)
+        resolve_device(device)  # what run_sweep checks first, here before the directory is claimed
+        preflight(study)
+        # Resumable by design: finished cells are kept. The lock keeps a second sweep out while this one runs.
+        with claim_run_dir(out_dir, resume=True):
+            result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet, device=device)
     except ConfigError as exc:
         if exc.key == "device" and exc.file is None:
             raise click.BadParameter(exc.reason, param_hint="'--device'") from None

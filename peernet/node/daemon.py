@@ -81,6 +81,10 @@ class NodeDaemon:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        # SIGHUP too: a closed terminal or ssh session would otherwise end the node without its checkpoint.
+        # Unless it is ignored (nohup, or a launcher started so): then the node is meant to outlive the terminal.
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, handler)
 
     def _advance(self, round_: int) -> None:
         with self._progress:

@@ -2,12 +2,14 @@
 
 The launcher writes a complete, self-contained run directory (run settings, topology, bootstrap and
 node configs), starts real processes that talk over real sockets on random free ports, shows one
-combined progress line from the nodes' metrics files, and merges the results at the end.
+combined progress line from the nodes' metrics files, and merges the results at the end. Every process
+it starts gets SIGTERM from the kernel when the launcher dies, however it dies (peernet/procs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -22,8 +24,11 @@ from peernet.config import RunSettings, resolve_topology
 from peernet.core.topology import Topology
 from peernet.endpoint_file import clear_endpoint, read_endpoint
 from peernet.errors import LaunchError
+from peernet.interrupts import deferred_signals
 from peernet.metrics.jsonl import read_jsonl
 from peernet.metrics.progress import Progress
+from peernet.procs import Reaper, die_with_parent
+from peernet.rundir import SETTINGS_NAME, run_record
 from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY, node_key_name
 from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_keypairs, load_public_key, load_secret_key
 from peernet.topology_files import save_topology
@@ -66,13 +71,17 @@ class LocalCluster:
     #: listen endpoint instead of a random loopback port. Set by the chaos harness's network lab.
     prefix: dict[int | str, list[str]] = dataclasses.field(default_factory=dict)
     listen: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: Told of every process started, so that they end even if this launcher is SIGKILLed (set by the commands).
+    reaper: Reaper | None = None
 
     @classmethod
     def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
                 curve: bool = True) -> LocalCluster:
-        """Write the run directory. With ``curve`` (the default) every connection is CURVE: key pairs for
+        """Write the run directory: run.toml, topology.toml, bootstrap.toml and settings.json (the resolved
+        settings, peernet/rundir.py). With ``curve`` (the default) every connection is CURVE: key pairs for
         the nodes, the bootstrap and an operator go to ``out/keys/`` (kept if already there), the topology
         carries the public keys and the configs name the key files. Without it the topology has no keys.
+        The commands claim ``out`` first (a lock, and no earlier run's files); this writes into it as it is.
         """
         out = Path(out)
         # Before creating anything, so a bad topology leaves no trace. Its keys are not read: the run makes its own.
@@ -95,6 +104,7 @@ class LocalCluster:
             run["data_dir"] = str(Path(run["data_dir"]).resolve())
         write_toml(out / "run.toml", run)
         write_toml(out / "bootstrap.toml", boot)
+        (out / SETTINGS_NAME).write_text(json.dumps(run_record(settings, topology.n), indent=2) + "\n")
         return cls(out=out, settings=settings, topology=topology, node_options=dict(node_options or {}), curve=curve)
 
     def client_curve(self) -> ClientCurve | None:
@@ -116,10 +126,11 @@ class LocalCluster:
         log_path = self.out / "bootstrap.log"
         log = log_path.open("ab" if restart else "wb")
         clear_endpoint(self.out / "bootstrap")  # a previous bootstrap's: the new one writes its own once bound
-        self.bootstrap = subprocess.Popen([*self.prefix.get("bootstrap", []), sys.executable, "-m", "peernet",
-                                           "bootstrap", "--config", str(self.out / "bootstrap.toml"),
-                                           *([] if restart else ["--fresh"])],
-                                          stdout=log, stderr=subprocess.STDOUT, env=_child_env())
+        # A process group of its own: Ctrl-C or a hang-up of the terminal reaches the launcher and the nodes, and
+        # stop() ends the bootstrap only after the nodes, whose last heartbeat would otherwise retry against it.
+        self.bootstrap = self._spawn([*self.prefix.get("bootstrap", []), sys.executable, "-m", "peernet",
+                                      "bootstrap", "--config", str(self.out / "bootstrap.toml"),
+                                      *([] if restart else ["--fresh"])], log, "bootstrap", own_group=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             address = read_endpoint(self.out / "bootstrap")
@@ -151,8 +162,18 @@ class LocalCluster:
                str(self.node_config_path(node_id))]
         if fresh:
             cmd.append("--fresh")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
+        proc = self._spawn(cmd, log, f"node{node_id}")
         self.nodes[node_id] = proc
+        return proc
+
+    def _spawn(self, cmd: list[str], log: IO[bytes], name: str, *, own_group: bool = False
+               ) -> subprocess.Popen[bytes]:
+        # Not cut in half by a stop signal: a process started must be known to stop() and to the reaper.
+        with deferred_signals():
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
+                                    preexec_fn=die_with_parent(), process_group=0 if own_group else None)
+            if self.reaper is not None:
+                self.reaper.watch(proc, name)
         return proc
 
     def endpoint(self, node_id: int, timeout: float = 120.0) -> str:
@@ -202,20 +223,39 @@ class LocalCluster:
         finally:
             bar.close()
 
-    def stop(self) -> None:
-        """End every process this cluster started: SIGTERM, then SIGKILL after a grace period."""
-        procs = [p for p in [*self.nodes.values(), self.bootstrap] if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    def stop(self) -> list[dict[str, Any]]:
+        """End every process this cluster started: SIGTERM, then SIGKILL after a grace period; the nodes first,
+        so that their last heartbeat still finds the bootstrap instead of retrying against a closed one.
+
+        Returns how each ended: name, pid, exit status (negative: the signal that ended it) and the signal this
+        sent (None: it had exited before). Safe to call twice; a stop signal waits until it is done.
+        """
+        with deferred_signals():
+            nodes = {f"node{i}": p for i, p in self.nodes.items()}
+            sent = _end(nodes, grace=10.0)
+            boot = {"bootstrap": self.bootstrap} if self.bootstrap is not None else {}
+            sent |= _end(boot, grace=5.0)
+        return [{"name": name, "pid": p.pid, "exit": p.returncode, "ended_by": sent[name]}
+                for name, p in (nodes | boot).items()]
+
+
+def _end(procs: dict[str, subprocess.Popen[bytes]], grace: float) -> dict[str, str | None]:
+    """SIGTERM to each running process, SIGKILL to those still there after ``grace`` s; the signal each got."""
+    sent: dict[str, str | None] = dict.fromkeys(procs)
+    for name, p in procs.items():
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
+            p.send_signal(signal.SIGTERM)
+            sent[name] = "SIGTERM"
+    deadline = time.monotonic() + grace
+    for name, p in procs.items():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            sent[name] = "SIGKILL"
+    return sent
 
 
 def _child_env() -> dict[str, str]:

@@ -14,6 +14,7 @@ from peernet.core.mixing import consensus_distance
 from peernet.core.topology import Topology
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.checkpoint import CHECKPOINT_NAME
+from peernet.rundir import settings_digest
 from peernet.tasks import ImageTask, make_task
 
 
@@ -73,6 +74,7 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         "dataset": settings.dataset,
         "rounds": max((s.get("final_round", 0) for s in node_summaries.values()), default=0),
         "lr": settings.step_size,
+        "settings_digest": settings_digest(settings),  # the same as settings.json's: report checks they agree
         "wall_seconds": wall_seconds,
         "mode": "daemons",
         "mean_test_accuracy": None,

@@ -20,6 +20,7 @@ from peernet.errors import SimulationError
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.progress import Progress
+from peernet.rundir import SETTINGS_NAME, run_record, settings_digest
 from peernet.sim.engine import Mode, Simulator
 from peernet.tasks import make_task
 
@@ -49,7 +50,7 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     writer = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "settings.json", json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
+        write_atomic(out / SETTINGS_NAME, json.dumps(run_record(settings, topology.n), indent=2) + "\n")
         writer = MetricsWriter(out / "metrics.jsonl")
     start = time.perf_counter()
     try:
@@ -110,6 +111,7 @@ def _summary(sim: Simulator, settings: RunSettings, rounds: int, last_eval: dict
         "rounds": rounds,
         "epochs": rounds / sim.task.rounds_per_epoch,
         "lr": settings.step_size,
+        "settings_digest": settings_digest(settings),  # the same as settings.json's: report checks they agree
         "wall_seconds": wall,
         "train_seconds": train_seconds,
         "mode": sim.mode,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from peernet.config import ALGORITHM_NAMES, RunSettings, read_toml
+from peernet.config import ALGORITHM_NAMES, RunSettings, from_mapping, read_toml
 from peernet.errors import ConfigError
 from peernet.metrics.jsonl import read_jsonl
+from peernet.rundir import SETTINGS_NAME, settings_digest
 from peernet.study.grid import describe, fmt_value
 
 HETEROGENEITY_FIELDS = {"partition", "classes_per_node", "alpha", "heterogeneity"}
@@ -122,33 +124,101 @@ def _method_axes(meta: dict[str, Any]) -> set[str]:
     return out
 
 
+def _expected_lr(settings: dict[str, Any]) -> float | None:
+    """The step size a settings mapping stands for (an unset lr: the dataset's default); None if unreadable."""
+    try:
+        return RunSettings(dataset=settings.get("dataset") or "fashion-mnist", lr=settings.get("lr")).step_size
+    except ConfigError:
+        return None
+
+
+def check_summary(where: Path, summary: dict[str, Any], settings: dict[str, Any], source: str) -> None:
+    """Refuse a summary that another run wrote: its algorithm, dataset, step size, node count or settings
+    digest (peernet/rundir.py) differs from the settings beside it. A rerun that failed into an old directory
+    leaves exactly that, and its row would mix one run's results with another's settings."""
+    if not summary or not settings:  # nothing to compare (no settings.json: a collected run, an older version)
+        return
+    found = [f"{key} {summary[key]!r} in summary.json, {settings[key]!r} in {source}"
+             for key in ("algorithm", "dataset")
+             if summary.get(key) is not None and settings.get(key) is not None and summary[key] != settings[key]]
+    lr = _expected_lr(settings)
+    if summary.get("lr") is not None and lr is not None and not math.isclose(float(summary["lr"]), lr, rel_tol=1e-9):
+        found.append(f"lr {summary['lr']} in summary.json, {lr} in {source}")
+    if "settings_digest" in settings:  # written by this version: nodes resolved, every setting digested
+        if summary.get("nodes") is not None and settings.get("nodes") not in (None, summary["nodes"]):
+            found.append(f"{summary['nodes']} nodes in summary.json, {settings['nodes']} in {source}")
+        if summary.get("settings_digest") not in (None, settings["settings_digest"]):
+            found.append(f"settings digest {summary['settings_digest']} in summary.json, "
+                         f"{settings['settings_digest']} in {source} (seed, rounds, β or another setting differs)")
+    if found:
+        raise ConfigError(f"summary.json was written by another run than {source} describes (left by an earlier "
+                          f"run into this directory?): {'; '.join(found)}. Run again into a new directory or with "
+                          "--force", file=str(where))
+
+
+def _sweep_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
+    meta = _json(run_dir / "sweep.json")
+    sel = meta.get("selection")
+    hidden = {"algorithm", "seed"} | ({sel["tune"]} if sel else set())
+    hidden |= _method_axes(meta)
+    runs = []
+    for cell in meta["cells"]:
+        cell_dir = run_dir / "cells" / cell["id"]
+        if (cell["phase"] == "tune" and not cell["chosen"]) or not (cell_dir / "summary.json").is_file():
+            continue
+        summary = _json(cell_dir / "summary.json")
+        check_summary(cell_dir, summary, _cell_record(cell["settings"]), "sweep.json")
+        metrics = read_jsonl(cell_dir / "metrics.jsonl") if (cell_dir / "metrics.jsonl").exists() else []
+        runs.append(Run(cell["settings"], {k: v for k, v in cell["labels"].items() if k not in hidden},
+                        summary, _curve(metrics)))
+    return "sweep", runs, meta
+
+
+def _cell_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """A sweep cell's settings with their digest, when they still parse (its ``nodes`` is not resolved: a
+    topology file sets the real count, so it is left out of the comparison)."""
+    try:
+        given = {k: v for k, v in settings.items() if v is not None}  # as in TOML: None is "unset", the default
+        digest = settings_digest(from_mapping(RunSettings, given, source="sweep.json"))
+    except (ConfigError, TypeError):
+        return settings
+    return {k: v for k, v in settings.items() if k != "nodes"} | {"settings_digest": digest}
+
+
+def _daemon_run(run_dir: Path, summary: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    raw = read_toml(run_dir / "run.toml") if (run_dir / "run.toml").is_file() else {}
+    toml_settings = {k.replace("-", "_"): v for k, v in raw.items()}
+    check_summary(run_dir, summary, toml_settings, "run.toml")
+    record = _json(run_dir / SETTINGS_NAME)
+    check_summary(run_dir, summary, record, SETTINGS_NAME)
+    node_dirs = sorted(p for p in (run_dir / "nodes").iterdir() if p.is_dir())
+    if isinstance(record.get("nodes"), int):
+        strays = [d.name for d in node_dirs if not d.name.removeprefix("node").isdigit()
+                  or int(d.name.removeprefix("node")) >= record["nodes"]]
+        if strays:
+            raise ConfigError(f"nodes/{{{', '.join(strays)}}} are not nodes of this {record['nodes']}-node run (left "
+                              "by an earlier run into this directory?). Run again into a new directory or with "
+                              "--force", file=str(run_dir))
+    from_summary = {k: summary[k] for k in ("algorithm", "dataset", "lr") if summary.get(k) is not None}
+    return dataclasses.asdict(RunSettings()) | from_summary | toml_settings, _node_curve(node_dirs)
+
+
 def load_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
-    """The runs of a sweep, simulate or daemon run directory, with the kind and the sweep's metadata."""
-    defaults = dataclasses.asdict(RunSettings())
+    """The runs of a sweep, simulate or daemon run directory, with the kind and the sweep's metadata.
+
+    A summary that does not belong to the settings beside it (check_summary) is refused, never reported.
+    """
     if (run_dir / "sweep.json").is_file():
-        meta = _json(run_dir / "sweep.json")
-        sel = meta.get("selection")
-        hidden = {"algorithm", "seed"} | ({sel["tune"]} if sel else set())
-        hidden |= _method_axes(meta)
-        runs = []
-        for cell in meta["cells"]:
-            cell_dir = run_dir / "cells" / cell["id"]
-            if (cell["phase"] == "tune" and not cell["chosen"]) or not (cell_dir / "summary.json").is_file():
-                continue
-            metrics = read_jsonl(cell_dir / "metrics.jsonl") if (cell_dir / "metrics.jsonl").exists() else []
-            runs.append(Run(cell["settings"], {k: v for k, v in cell["labels"].items() if k not in hidden},
-                            _json(cell_dir / "summary.json"), _curve(metrics)))
-        return "sweep", runs, meta
+        return _sweep_runs(run_dir)
     summary = _json(run_dir / "summary.json")
-    if (run_dir / "settings.json").is_file() and (run_dir / "metrics.jsonl").is_file():
-        settings = defaults | _json(run_dir / "settings.json")
+    if (run_dir / SETTINGS_NAME).is_file() and (run_dir / "metrics.jsonl").is_file():
+        record = _json(run_dir / SETTINGS_NAME)
+        check_summary(run_dir, summary, record, SETTINGS_NAME)
+        settings = dataclasses.asdict(RunSettings()) | record
         curve = _curve(read_jsonl(run_dir / "metrics.jsonl"))
         kind = "simulate"
     elif (run_dir / "nodes").is_dir():
-        raw = read_toml(run_dir / "run.toml") if (run_dir / "run.toml").is_file() else {}
-        from_summary = {k: summary[k] for k in ("algorithm", "dataset", "lr") if summary.get(k) is not None}
-        settings = defaults | from_summary | {k.replace("-", "_"): v for k, v in raw.items()}
-        curve = _node_curve(sorted(p for p in (run_dir / "nodes").iterdir() if p.is_dir()))
+        settings, curve = _daemon_run(run_dir, summary)
         kind = "daemons"
         if summary.get("mean_test_accuracy") is None and curve and settings["dataset"] != "quadratic":
             summary["mean_test_accuracy"] = curve[-1]["value"]  # no merged summary: the nodes' last evaluation

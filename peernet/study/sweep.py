@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from peernet.atomic import write_atomic
 from peernet.config import RunSettings
 from peernet.errors import SimulationError
+from peernet.rundir import settings_digest
 from peernet.sim.workers import available_cores
 from peernet.study.grid import Cell, Study
 
@@ -51,8 +52,19 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def is_finished(cells_dir: Path, cell_id: str) -> bool:
-    return (cells_dir / cell_id / "summary.json").is_file()
+def is_finished(cells_dir: Path, cell_id: str, settings: RunSettings | None = None) -> bool:
+    """The cell has its summary.json and, given ``settings``, that summary was written with these settings: a
+    cell left by a sweep whose study file has changed since (same cell id, other base settings) is run again."""
+    path = cells_dir / cell_id / "summary.json"
+    if not path.is_file():
+        return False
+    if settings is None:
+        return True
+    try:
+        written = json.loads(path.read_text()).get("settings_digest")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return written in (None, settings_digest(settings))  # None: written before summaries carried the digest
 
 
 def run_cell(settings: RunSettings, cells_dir: str, cell_id: str, device: str = "auto",
@@ -71,6 +83,7 @@ def run_cell(settings: RunSettings, cells_dir: str, cell_id: str, device: str = 
         summary["status"] = "ok"
     except SimulationError as exc:
         summary = {key: None for key in SUMMARY_KEYS} | {"algorithm": settings.algorithm, "lr": settings.step_size,
+                                                       "settings_digest": settings_digest(settings),
                                                        "status": "failed", "error": str(exc)}
     summary["cell"] = cell_id
     write_json(partial / "summary.json", summary)
@@ -219,7 +232,7 @@ class _Sweep:
     def _phase(self, cells: list[Cell], phases: dict[str, str]) -> None:
         todo, skipped = [], 0
         for cell in cells:
-            if is_finished(self.cells_dir, cell.id):
+            if is_finished(self.cells_dir, cell.id, cell.settings):
                 summary = json.loads((self.cells_dir / cell.id / "summary.json").read_text())
                 self._record(cell, summary, phases[cell.id])
                 self.result.skipped.append(cell.id)

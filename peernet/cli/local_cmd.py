@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +33,12 @@ if TYPE_CHECKING:
 @click.option("--quiet", is_flag=True, help="no progress line")
 @click.option("--curve/--no-curve", default=True, show_default=True,
               help="CURVE-encrypt and authenticate every connection, with fresh keys in the run directory's keys/")
+@click.option("--transport", type=click.Choice(["tcp", "ipc"]), default="tcp", show_default=True,
+              help="how the nodes reach each other: loopback TCP on random free ports, or Unix sockets (ipc://) "
+                   "in the run directory's sockets/ (docs/performance.md compares them on this machine)")
 @reports_errors
 def local(out: str | None, force: bool, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool,
-          curve: bool, **kwargs: Any) -> None:
+          curve: bool, transport: str, **kwargs: Any) -> None:
     """Run a real cluster on 127.0.0.1: one bootstrap and one daemon process per node, random free ports.
 
     Takes the same settings as `peernet simulate`; the --json summary has the same keys. Exits non-zero if
@@ -51,7 +55,7 @@ def local(out: str | None, force: bool, checkpoint_every: int, timeout: float | 
     run_dir = Path(out) if out else Path("runs") / time.strftime("local-%Y%m%d-%H%M%S")
     with stop_signals(), claim_run_dir(run_dir, force=force) as claim:
         summary = _run(settings, run_dir, claim.fd, {"checkpoint_every": checkpoint_every}, curve=curve,
-                       timeout=timeout, progress=not quiet)
+                       timeout=timeout, progress=not quiet, ipc=transport == "ipc")
     click.echo(format_summary(summary), err=as_json)  # --json: stdout holds the JSON only
     click.echo(f"run directory: {run_dir} (summary.json, curves.png, nodes/*/metrics.jsonl)", err=True)
     if as_json:
@@ -59,7 +63,7 @@ def local(out: str | None, force: bool, checkpoint_every: int, timeout: float | 
 
 
 def _run(settings: RunSettings, run_dir: Path, lock_fd: int, node_options: dict[str, Any], *, curve: bool,
-         timeout: float | None, progress: bool) -> dict[str, Any]:
+         timeout: float | None, progress: bool, ipc: bool = False) -> dict[str, Any]:
     """Prepare, start, wait, stop, merge; on a stop signal write stopped.json and let Interrupted go on."""
     from peernet.config import total_rounds
     from peernet.errors import Interrupted
@@ -69,6 +73,8 @@ def _run(settings: RunSettings, run_dir: Path, lock_fd: int, node_options: dict[
     from peernet.tasks import rounds_per_epoch
 
     cluster = LocalCluster.prepare(settings, run_dir, node_options, curve=curve)
+    if ipc:
+        cluster.listen = ipc_endpoints(run_dir, cluster.topology.ids)
     rounds = settings.rounds if settings.rounds is not None else total_rounds(
         settings, rounds_per_epoch(settings, cluster.topology.n))
     cluster.reaper = reaper = Reaper(run_dir / STOPPED_NAME, [lock_fd])  # holds the lock until it cleaned up
@@ -108,3 +114,18 @@ def _finish(settings: RunSettings, cluster: LocalCluster, codes: dict[int, int |
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(state_dirs, run_dir / "curves.png")
     return summary
+
+
+def ipc_endpoints(run_dir: Path, ids: Iterable[int]) -> dict[int, str]:
+    """``ipc://`` listen endpoints for the nodes, in ``run_dir/sockets``; LaunchError when the path would be longer
+    than a Unix socket path may be (the kernel's limit, checked by the topology rule)."""
+    from peernet.core.topology_limits import endpoint_problem
+
+    sockets = (run_dir / "sockets").resolve()
+    sockets.mkdir(exist_ok=True)
+    endpoints = {i: f"ipc://{sockets}/node{i}.sock" for i in ids}
+    for endpoint in endpoints.values():
+        problem = endpoint_problem(endpoint)
+        if problem is not None:
+            raise LaunchError(f"--transport ipc: {endpoint} {problem}; use a run directory with a shorter path")
+    return endpoints

@@ -24,8 +24,8 @@ class NodeConfig:
 
     id: int = field(metadata=bounds(ge=0) | {"help": "this node's id in the topology"})
     run: str = field(metadata={"help": "shared run settings file (RunSettings TOML); relative to this file"})
-    listen: str = field(default="tcp://127.0.0.1:*", metadata={"help": "ROUTER bind address; port * picks a "
-                        "free one"})
+    listen: str = field(default="tcp://127.0.0.1:*", metadata={"help": "ROUTER bind address: tcp://HOST:PORT "
+                        "(port * picks a free one) or ipc://PATH (a Unix socket, for neighbours on this host)"})
     advertise: str | None = field(default=None, metadata={"help": "what neighbours connect to: a host name or "
                                   "address (the bound port is kept) or a full tcp://HOST:PORT endpoint (default: "
                                   "the bound endpoint)"})

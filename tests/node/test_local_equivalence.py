@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from peernet.endpoint_file import read_endpoint
 from peernet.node.results import final_params
 from tests.clusters import last_json, run_cli
 
@@ -27,9 +28,12 @@ def _simulate(tmp_path: Path, name: str, args: list[str], mode: str = "vectorize
     return last_json(res.stdout), torch.load(out / "final_params.pt", weights_only=True)["params"]
 
 
-def test_quadratic_same_parameters_and_distance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_quadratic_same_parameters_and_distance(tmp_path: Path, transport: str) -> None:
     args = ["--dataset", "quadratic", "--nodes", "4", "--topology", "ring", "--rounds", "300", "--heterogeneity", "3"]
-    loc, x_loc = _local(tmp_path, "local", args)
+    loc, x_loc = _local(tmp_path, "local", [*args, "--transport", transport])
+    endpoints = [read_endpoint(tmp_path / "local" / "nodes" / f"node{i}") or "" for i in range(4)]
+    assert all(e.startswith(f"{transport}://") for e in endpoints), endpoints
     sim, x_sim = _simulate(tmp_path, "sim", args)
     assert loc["finished_nodes"] == 4 and loc["rounds"] == 300
     assert float((x_loc - x_sim).abs().max()) <= 1e-5

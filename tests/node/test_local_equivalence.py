@@ -28,7 +28,7 @@ def _simulate(tmp_path: Path, name: str, args: list[str], mode: str = "vectorize
     return last_json(res.stdout), torch.load(out / "final_params.pt", weights_only=True)["params"]
 
 
-@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])  # ipc is the default (auto) for short run paths
 def test_quadratic_same_parameters_and_distance(tmp_path: Path, transport: str) -> None:
     args = ["--dataset", "quadratic", "--nodes", "4", "--topology", "ring", "--rounds", "300", "--heterogeneity", "3"]
     loc, x_loc = _local(tmp_path, "local", [*args, "--transport", transport])

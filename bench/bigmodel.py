@@ -16,17 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.daemons import ROOT, records
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in out if r.get("event") == "round"]
+    return [r for r in records(path) if r.get("event") == "round"]
 
 
 def _spread(values: list[float]) -> dict[str, float]:

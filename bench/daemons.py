@@ -38,7 +38,7 @@ def bare_torch_rss_mb() -> float:
     return float(res.stdout.strip())
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
+def records(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text().splitlines():
         try:
@@ -51,7 +51,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
 def node_round_figures(state_dir: Path) -> dict[str, float]:
     """One node's median ms per round (from consecutive round timestamps) and the part outside compute, wait and
     mix (the issue's definition: it includes evaluations and checkpoints)."""
-    rounds = [r for r in _records(state_dir / "metrics.jsonl") if r.get("event") == "round"]
+    rounds = [r for r in records(state_dir / "metrics.jsonl") if r.get("event") == "round"]
     gaps, outside = [], []
     for prev, rec in itertools.pairwise(rounds):
         gap = rec["time"] - prev["time"]

@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 import zmq
 
+from bench.child import answer, reap, report
 from bench.wire_ceiling import Job, Knobs, run_jobs, search
 from peernet.transport import CurveKeys, ZmqTransport
 
@@ -180,25 +180,14 @@ def _receiver_main(method: str, conn: Connection, plan: Plan, keys: Keys) -> Non
     receivers: dict[str, Callable[[Connection, Plan], dict[int, Any]]] = {
         "peernet": _recv_peernet, "peernet-ipc": _recv_peernet, "peernet-curve": partial(_recv_peernet, keys=keys),
         "pyzmq": _recv_pyzmq, "gloo": _recv_gloo}
-    try:
-        conn.send(("ok", receivers[method](conn, plan)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
+    report(conn, lambda: receivers[method](conn, plan))
 
 
 # ---- sender (this process): returns the seconds of each timed trial, per size ---------------------------------
 
 
 def _answer(conn: Connection) -> Any:
-    """Read the receiver's next word on the control pipe, with a timeout, surfacing its traceback if it failed."""
-    if not conn.poll(TIMEOUT_S):
-        raise TimeoutError("the receiver process did not answer")
-    obj = conn.recv()
-    if isinstance(obj, tuple) and obj[0] == "error":
-        raise RuntimeError(f"receiver failed:\n{obj[1]}")
-    return obj
+    return answer(conn, TIMEOUT_S)
 
 
 def _trials(plan: Plan, run: Callable[[int], None]) -> list[float]:
@@ -313,13 +302,7 @@ def measure(method: str, plan: Plan, cpu: dict[str, float] | None = None) -> dic
             return {size: seconds[size] for size in plan.sizes}
         finally:
             parent_conn.close()
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+            reap(proc)
 
 
 def machine() -> dict[str, Any]:

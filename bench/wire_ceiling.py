@@ -9,7 +9,6 @@ import os
 import statistics
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import zmq
+
+from bench.child import answer, reap, report
 
 MiB = 1 << 20
 TIMEOUT_S = 30.0
@@ -124,26 +125,20 @@ def _receive(job: Job, conn: Connection, ipc_dir: str) -> str:
         ctx.destroy(linger=0)
 
 
+def _receive_all(conn: Connection, jobs: list[Job]) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="peernet-ceiling-") as ipc_dir:
+        return [_receive(job, conn, ipc_dir) for job in jobs]
+
+
 def _receiver_main(conn: Connection, jobs: list[Job]) -> None:
-    try:
-        with tempfile.TemporaryDirectory(prefix="peernet-ceiling-") as ipc_dir:
-            conn.send(("ok", [_receive(job, conn, ipc_dir) for job in jobs]))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
+    report(conn, lambda: _receive_all(conn, jobs))
 
 
 # ---- sender (this process) -----------------------------------------------------------------------------------
 
 
 def _answer(conn: Connection) -> Any:
-    if not conn.poll(TIMEOUT_S):
-        raise TimeoutError("the ceiling receiver did not answer")
-    obj = conn.recv()
-    if isinstance(obj, tuple) and obj[0] == "error":
-        raise RuntimeError(f"ceiling receiver failed:\n{obj[1]}")
-    return obj
+    return answer(conn, TIMEOUT_S, "the ceiling receiver")
 
 
 def _send(job: Job, conn: Connection) -> list[float]:
@@ -195,10 +190,7 @@ def run_jobs(jobs: list[Job]) -> list[list[float]]:
         return seconds
     finally:
         parent.close()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        reap(proc)
 
 
 def _rate(job: Job, seconds: list[float]) -> float:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bench.child import reap
 from peernet.transport import ZmqTransport
 
 MB = 1_000_000
@@ -92,10 +93,7 @@ def measure(size: int, count: int, in_place: bool) -> dict[str, Any]:
                     series=[round(x) for x in rss], peak_mb=result["peak"], gbps=count * size / seconds / 1e9)
     finally:
         parent.close()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        reap(proc)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

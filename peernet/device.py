@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 
@@ -29,3 +30,27 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         raise ConfigError(f"{name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)",
                           key=key)
     return torch.device(name)
+
+
+def assign_devices(spec: str, ids: Sequence[int], key: str = "--devices") -> dict[int, str]:
+    """Each node's ``device`` (node ids in topology order) for ``spec``: ``auto`` puts the k-th node on
+    ``cuda:(k mod count)`` when CUDA is present, else on the CPU; a comma list (cpu, cuda, cuda:N) is dealt out
+    in turn. Every entry is checked here, so a CUDA device that is not there is a ConfigError naming ``key``
+    before any process starts."""
+    if spec.strip() == "auto":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return {i: f"cuda:{k % count}" if count else "cpu" for k, i in enumerate(ids)}
+    names = [name.strip() for name in spec.split(",")]
+    for name in names:
+        if name in ("", "auto"):
+            raise ConfigError(f"{spec!r}: give auto alone, or a comma list of cpu, cuda and cuda:N", key=key)
+        resolve_device(name, key)
+    return {i: names[k % len(names)] for k, i in enumerate(ids)}
+
+
+def check_device(name: str, config_file: str) -> None:
+    """A node config's ``device`` as :func:`resolve_device` takes it; its ConfigError names ``config_file`` too."""
+    try:
+        resolve_device(name)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, file=config_file, key="device") from None

@@ -85,7 +85,7 @@ def _refuse_contents(path: Path, force: bool, resume: bool) -> None:
         shown = ", ".join(p.name for p in left[:5]) + (", ..." if len(left) > 5 else "")
         raise RunDirError(f"{escaped(str(path))} is not empty ({escaped(shown)}): an earlier run's files would mix "
                           "with this run's. Choose a new --out, or give --force to delete its contents first "
-                          "(resuming a run into its directory is not supported yet)")
+                          "(a stopped `peernet local` run continues with `peernet local --resume DIR`)")
     if left and not any((path / name).exists() for name in RUN_MARKERS):
         raise RunDirError(f"{escaped(str(path))} does not look like a peernet run directory (none of "
                           f"{', '.join(RUN_MARKERS)}): --force empties only those; choose another --out")

@@ -50,7 +50,8 @@ class Task(Protocol):
 
     def node_loss_grad(self, node: int, x: torch.Tensor, round_: int) -> tuple[float, torch.Tensor]: ...
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]: ...
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True, final: bool = False
+                 ) -> dict[str, Any]: ...
 
 
 class Rows(Protocol):
@@ -111,7 +112,8 @@ class QuadraticTask:
             grads[i] = grad
             losses[i] = loss_i
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]:
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True, final: bool = False
+                 ) -> dict[str, Any]:
         losses, _ = self.problem.losses_and_grads(X)
         mean_x = X.mean(dim=0, keepdim=True)
         avg_loss, _ = self.problem.losses_and_grads(mean_x.expand_as(X))
@@ -229,13 +231,15 @@ class ImageTask:
                          for i, s in enumerate(self.shards.indices)]
         self.rounds_per_epoch = _rounds_per_epoch(self.shards, settings.batch_size)
         limit = settings.eval_samples or None
-        val = self.shards.val_indices[:limit]
+        # The simulator evaluates all validation rows at the end; a daemon only ever the first eval_samples.
+        val = self.shards.val_indices if node is None else self.shards.val_indices[:limit]
         # Rows of the training set this task holds: all of them, or one node's shard and the validation rows.
         self._rows = None if node is None else np.union1d(self.shards.indices[node], val)
         if self._rows is None:
             self.data = load_dataset(settings.dataset, settings.data_dir)
         else:
-            self.data = load_dataset(settings.dataset, settings.data_dir, train_rows=self._rows, test_limit=limit)
+            # Every test image: the last round is evaluated on all of them (7.8 MB for Fashion-MNIST).
+            self.data = load_dataset(settings.dataset, settings.data_dir, train_rows=self._rows)
         self._val = self._local(val)
         torch.manual_seed(settings.seed)
         self.model = build_model(settings.model, self.data.input_shape, self.data.num_classes).to(self.dtype)
@@ -381,24 +385,27 @@ class ImageTask:
         model = self._replica().model  # functional_call mutates the module: one per thread
         return vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None))
 
-    def _accuracies(self, X: torch.Tensor, split: str, run: Runner, batched: bool) -> torch.Tensor:
+    def _accuracies(self, X: torch.Tensor, split: str, run: Runner, batched: bool, limit: int) -> torch.Tensor:
         """Accuracy of every row; rows (or groups of 16 when batched) are the items ``run`` spreads over threads."""
-        limit = self.settings.eval_samples
         size = 16 if batched else 1
         groups = [X[i:i + size] for i in range(0, X.shape[0], size)]
         return torch.cat(run(lambda rows: self.accuracy(rows, split, limit, batched=batched), groups))
 
-    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True) -> dict[str, Any]:
+    def evaluate(self, X: torch.Tensor, run: Runner | None = None, *, batched: bool = True, final: bool = False
+                 ) -> dict[str, Any]:
+        """Test (and validation) accuracy of every row and of their average: on the first ``eval_samples``
+        samples, or on all of them when ``final`` (the run's last evaluation)."""
         run = run or _serial
+        limit = 0 if final else self.settings.eval_samples
         stacked = torch.cat([X, X.mean(dim=0, keepdim=True)])
-        acc = self._accuracies(stacked, "test", run, batched)
+        acc = self._accuracies(stacked, "test", run, batched, limit)
         out: dict[str, Any] = {
             "node_test_accuracy": [float(a) for a in acc[:-1]],
             "mean_test_accuracy": float(acc[:-1].mean()),
             "averaged_model_test_accuracy": float(acc[-1]),
         }
         if len(self.shards.val_indices):
-            val = self._accuracies(stacked, "val", run, batched)
+            val = self._accuracies(stacked, "val", run, batched, limit)
             out["mean_val_accuracy"] = float(val[:-1].mean())
             out["averaged_model_val_accuracy"] = float(val[-1])
         return out

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 import zmq
+import zmq.utils.monitor
 
 from peernet.errors import BootstrapRejected, BootstrapUnavailable, WireError
 
@@ -106,6 +107,22 @@ class BootstrapClient:
             raise BootstrapRejected(str(reply.get("reason", "no reason given")))
         return reply
 
+    def loading(self, node_id: int, *, fingerprint: str, incarnation: str, public_key: str | None = None,
+                replaces: str | None = None) -> bool:
+        """Say this node is up and loading its data (shown by `peernet status`; not a registration: the run does
+        not start on it). False if the bootstrap predates the op; raises BootstrapRejected if it refuses."""
+        fields: dict[str, Any] = {"id": node_id, "public_key": public_key, "fingerprint": fingerprint,
+                                  "incarnation": incarnation}
+        if replaces is not None:
+            fields["replaces"] = replaces
+        reply = self.request("loading", **fields)
+        if reply["ok"]:
+            return True
+        reason = str(reply.get("reason", "no reason given"))
+        if reason.startswith("bad request: unknown op"):
+            return False
+        raise BootstrapRejected(reason)
+
     def wait_start(self, node_id: int, incarnation: str, *, timeout: float, poll: float = 0.2,
                    should_stop: Callable[[], bool] | None = None) -> dict[int, dict[str, Any]] | None:
         """Poll until every node registered; returns the table {id: {endpoint, public_key}}.
@@ -165,6 +182,55 @@ class BootstrapClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def diagnose(address: str, curve: ClientCurve | None, timeout: float) -> str:
+    """Why a bootstrap at ``address`` did not answer, as far as ZeroMQ's socket events tell within ``timeout`` s:
+    nothing accepts connections, the CURVE handshake was refused (and which way), or it connected and stayed
+    silent. For the message a client shows after BootstrapUnavailable."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    if curve is not None:
+        sock.curve_serverkey, sock.curve_publickey = curve.server_key.encode(), curve.public_key.encode()
+        sock.curve_secretkey = curve.secret_key.encode()
+    monitor = sock.get_monitor_socket()
+    seen: dict[int, int] = {}
+    try:
+        sock.connect(address)
+        deadline = time.monotonic() + timeout
+        # The handshake's outcome is the last word; until then keep reading what the connection did.
+        while not seen.keys() & _HANDSHAKE_EVENTS and monitor.poll(max(1, int(1000 * (deadline - time.monotonic())))):
+            event = zmq.utils.monitor.recv_monitor_message(monitor)
+            seen.setdefault(int(event["event"]), int(event["value"]))
+    except zmq.ZMQError as exc:
+        return f"cannot connect: {exc}"
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+        ctx.destroy(linger=0)
+    return _reason(seen, curve is not None)
+
+
+_HANDSHAKE_EVENTS = {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                     zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
+_KEYS_HINT = "--secret-key and --server-key-file, or --run-dir DIR for a `peernet local` run"
+
+
+def _reason(seen: dict[int, int], with_curve: bool) -> str:
+    # ZeroMQ reports a refused handshake as PROTOCOL (mechanism mismatch), AUTH or NO_DETAIL depending on timing:
+    # what we sent tells more. A peer without CURVE never refuses a client without it.
+    if seen.keys() & _HANDSHAKE_EVENTS - {zmq.EVENT_HANDSHAKE_SUCCEEDED}:
+        if not with_curve:
+            return f"it requires CURVE keys (the handshake was refused): pass {_KEYS_HINT}"
+        return ("the CURVE handshake was refused: our public key is not among its client_keys_files, the server key "
+                "(--server-key-file) is not this bootstrap's, or it does not use CURVE")
+    if zmq.EVENT_HANDSHAKE_SUCCEEDED in seen:
+        return "it accepted the connection but sent no reply (overloaded, or not a peernet bootstrap)"
+    if zmq.EVENT_CONNECTED in seen:
+        return f"a connection was made but no handshake finished: the bootstrap is stuck or requires {_KEYS_HINT}"
+    return "nothing accepts connections there: the bootstrap is down or the address is wrong"
 
 
 def _table(raw: dict[Any, Any], address: str) -> dict[int, dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from peernet.config import bounds, check_fields, from_mapping, read_toml
 from peernet.errors import ConfigError
+from peernet.metrics.prometheus import parse_listen
 
 # tcp://host:port (port may be '*' or 0 to let the OS pick), ipc://path or inproc://name.
 _LISTEN = re.compile(r"(tcp://[^\s:]+:(\*|\d{1,5}))|((ipc|inproc)://\S+)")
@@ -33,12 +34,17 @@ class BootstrapConfig:
     client_keys_files: list[str] = field(default_factory=list, metadata={"help": "public key files of further "
                                          "clients allowed to connect (with secret_key), e.g. the operator key "
                                          "for `peernet status`; relative to this file"})
+    metrics_listen: str | None = field(default=None, metadata={"help": "HOST:PORT to serve Prometheus metrics on "
+                                       "(http://HOST:PORT/metrics; port 0: a free one, written to state_dir/"
+                                       "metrics_url); absent: none (docs/bootstrap.md, Metrics)"})
 
     def __post_init__(self) -> None:
         if not _LISTEN.fullmatch(self.listen):
             raise ConfigError(f"expected an address like 'tcp://127.0.0.1:5550' (port '*' or 0 picks a free "
                               f"port), got {self.listen!r}", key="listen")
         check_fields(self)
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
         if self.client_keys_files and self.secret_key is None:
             raise ConfigError("client keys only mean something with CURVE: set secret_key too", key="secret_key")
 

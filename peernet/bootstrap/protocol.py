@@ -11,7 +11,7 @@ import msgpack
 from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import BadRequest
 
-NODE_STATES = ("training", "done", "waiting", "stopped")
+NODE_STATES = ("loading", "training", "done", "waiting", "stopped")
 _ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 _TOKEN = re.compile(r"[\w.:+-]+")
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
@@ -73,6 +73,8 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "register": {"id": (_node_id, True), "endpoint": (_str(256, _ENDPOINT), True), "public_key": (_public_key, False),
                  "fingerprint": (_str(128), True), "incarnation": (_incarnation, True),
                  "replaces": (_incarnation, False)},
+    "loading": {"id": (_node_id, True), "public_key": (_public_key, False), "fingerprint": (_str(128), True),
+                "incarnation": (_incarnation, True), "replaces": (_incarnation, False)},
     "wait_start": {"id": (_node_id, True), "incarnation": (_incarnation, True)},
     "heartbeat": {"id": (_node_id, True), "incarnation": (_incarnation, True), "round": (_int(0, 2**62), True),
                   "state": (_state, True), "metrics": (_metrics, False)},

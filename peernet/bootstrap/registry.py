@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     metrics TEXT NOT NULL DEFAULT '{}'
 );
 """
+#: The endpoint of a node that said it is loading its data (Registry.loading): it has none yet.
+LOADING_ENDPOINT = ""
 _COLUMNS = ("id", "endpoint", "public_key", "incarnation", "registered_at", "last_seen", "left", "state", "round",
             "metrics")
 
@@ -128,14 +130,14 @@ class Registry:
         return {row["id"] for row in self._rows() if self._live(row, now)}
 
     def missing(self) -> list[int]:
-        """Topology ids with no current (not left) registration."""
-        present = {row["id"] for row in self._rows() if not row["left"]}
+        """Topology ids with no current (not left) registration; a node still loading has none yet."""
+        present = {row["id"] for row in self._rows() if not row["left"] and row["endpoint"] != LOADING_ENDPOINT}
         return sorted(self._ids - present)
 
     def table(self) -> dict[int, dict[str, str | None]]:
-        """Endpoint and public key of every registered node that has not left."""
+        """Endpoint and public key of every registered node that has not left (and is not still loading)."""
         return {row["id"]: {"endpoint": row["endpoint"], "public_key": row["public_key"]}
-                for row in self._rows() if not row["left"]}
+                for row in self._rows() if not row["left"] and row["endpoint"] != LOADING_ENDPOINT}
 
     def status(self, now: float) -> list[dict[str, Any]]:
         """One entry per topology node, registered or not, for ``peernet status``."""
@@ -152,15 +154,15 @@ class Registry:
             out.append({"id": node_id, "state": row["state"], "round": row["round"], "loss": metrics.get("loss"),
                         "accuracy": metrics.get("accuracy"), "last_seen_age": max(0.0, now - row["last_seen"]),
                         "bytes_out": metrics.get("bytes_out"), "bytes_in": metrics.get("bytes_in"),
-                        "endpoint": row["endpoint"], "live": self._live(row, now), "left": bool(row["left"]),
+                        "endpoint": row["endpoint"] or None, "live": self._live(row, now), "left": bool(row["left"]),
                         "metrics": metrics})
         return out
 
     # -- changes ------------------------------------------------------------------------------------------
 
-    def register(self, node_id: int, endpoint: str, public_key: str | None, fingerprint: str, incarnation: str,
-                 now: float, replaces: str | None = None) -> str:
-        """Accept a node or raise Refused; returns 'new', 'again' (same incarnation) or 'replaced' (a restart).
+    def _admit(self, node_id: int, public_key: str | None, fingerprint: str, incarnation: str, now: float,
+               replaces: str | None) -> tuple[dict[str, Any] | None, str]:
+        """The node's row and 'new', 'again' (same incarnation) or 'replaced' (a restart); Refused if not admitted.
 
         ``replaces`` names the incarnation a restarted node succeeds (kept in its state directory): a node
         killed a moment ago need not wait for its old registration to time out.
@@ -178,16 +180,26 @@ class Registry:
             count = self._db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
             if count >= self.max_nodes:
                 raise Refused(f"registry full: {count} nodes registered, max_nodes is {self.max_nodes}")
-            kind = "new"
-        elif row["incarnation"] == incarnation:
-            kind = "again"
-        elif self._live(row, now) and (replaces is None or replaces != row["incarnation"]):
+            return None, "new"
+        if row["incarnation"] == incarnation:
+            return row, "again"
+        if self._live(row, now) and (replaces is None or replaces != row["incarnation"]):
             age = max(0.0, now - row["last_seen"])
             raise Refused(f"node {node_id} is already registered by a live process (last seen {age:.1f}s ago); "
                           f"another process uses this id, or the old one has not timed out yet "
                           f"(node_ttl {self.node_ttl:g}s)")
-        else:
-            kind = "replaced"
+        return row, "replaced"
+
+    def register(self, node_id: int, endpoint: str, public_key: str | None, fingerprint: str, incarnation: str,
+                 now: float, replaces: str | None = None) -> str:
+        """Accept a node or raise Refused; returns 'new', 'again' (same incarnation) or 'replaced' (a restart).
+
+        A node that said it was loading (:meth:`loading`) and now registers with that incarnation is 'new': only
+        now does it have an endpoint and count for the start.
+        """
+        row, kind = self._admit(node_id, public_key, fingerprint, incarnation, now, replaces)
+        if row is not None and kind == "again" and row["endpoint"] == LOADING_ENDPOINT:
+            kind = "new"  # its first registration: a restart was said when it announced itself
         with self._tx():
             if row is None:
                 self._db.execute("INSERT INTO nodes (id, endpoint, public_key, incarnation, registered_at, last_seen)"
@@ -201,8 +213,26 @@ class Registry:
                 self._db.execute("UPDATE meta SET value = '1' WHERE key = 'started'")
         return kind
 
+    def loading(self, node_id: int, public_key: str | None, fingerprint: str, incarnation: str, now: float,
+                replaces: str | None = None) -> str:
+        """Note a node that is up and loading its data, with the checks of :meth:`register`; it has no endpoint
+        yet, so it is in no address table and does not count for the start. Returns the kind, as register does;
+        an incarnation that registered already keeps its registration (the announcement came late)."""
+        row, kind = self._admit(node_id, public_key, fingerprint, incarnation, now, replaces)
+        with self._tx():
+            if row is None:
+                self._db.execute("INSERT INTO nodes (id, endpoint, public_key, incarnation, registered_at, last_seen,"
+                                 " state) VALUES (?, ?, ?, ?, ?, ?, 'loading')",
+                                 (node_id, LOADING_ENDPOINT, public_key, incarnation, now, now))
+            elif kind == "replaced" or row["endpoint"] == LOADING_ENDPOINT:
+                self._db.execute("UPDATE nodes SET endpoint = ?, public_key = ?, incarnation = ?, registered_at = ?,"
+                                 " last_seen = ?, left = 0, state = 'loading' WHERE id = ?",
+                                 (LOADING_ENDPOINT, public_key, incarnation, now, now, node_id))
+        return kind
+
     def _missing_in_tx(self) -> bool:
-        present = {r[0] for r in self._db.execute("SELECT id FROM nodes WHERE left = 0")}
+        present = {r[0] for r in self._db.execute("SELECT id FROM nodes WHERE left = 0 AND endpoint != ?",
+                                                  (LOADING_ENDPOINT,))}
         return bool(self._ids - present)
 
     def _current(self, node_id: int, incarnation: str) -> dict[str, Any]:
@@ -229,6 +259,11 @@ class Registry:
         row = self._current(node_id, incarnation)
         if row["left"]:
             raise Refused(f"node {node_id} has left; register again")
+        if state == "loading":
+            # A loading node knows no round yet (a restarted one keeps its last), and a report that was on its
+            # way when the node registered must not take the registration back.
+            round_, metrics = row["round"], metrics or json.loads(row["metrics"])
+            state = "loading" if row["endpoint"] == LOADING_ENDPOINT else row["state"]
         with self._tx():
             self._db.execute("UPDATE nodes SET last_seen = ?, round = ?, state = ?, metrics = ? WHERE id = ?",
                              (now, round_, state, json.dumps(metrics), node_id))

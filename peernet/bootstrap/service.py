@@ -13,6 +13,7 @@ import msgpack
 import zmq
 
 from peernet.bootstrap.config import BootstrapConfig
+from peernet.bootstrap.monitor import BootstrapMonitor
 from peernet.bootstrap.protocol import NODE_STATES as NODE_STATES
 from peernet.bootstrap.protocol import SCHEMAS as SCHEMAS
 from peernet.bootstrap.protocol import BadRequest, parse_request
@@ -43,7 +44,7 @@ def _finite(value: Any) -> Any:
 
 
 class BootstrapService:
-    """Binds a ROUTER at ``config.listen`` and answers register / wait_start / heartbeat / leave / status.
+    """Binds a ROUTER at ``config.listen`` and answers loading / register / wait_start / heartbeat / leave / status.
 
     Construction loads the run settings and topology, opens the registry and binds; ``endpoint`` is the
     address actually bound (useful with port 0 or '*'). Only the serving thread touches the socket.
@@ -89,6 +90,15 @@ class BootstrapService:
             raise TransportError(f"bootstrap cannot listen on {config.listen}: {exc}") from None
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         write_endpoint(config.state_dir, self.endpoint)  # the registry opened, so the directory exists
+        self.monitor: BootstrapMonitor | None = None
+        if config.metrics_listen is not None:
+            try:
+                self.monitor = BootstrapMonitor(config.metrics_listen, config.state_dir, self.counters,
+                                                self.topology.n)
+            except TransportError:
+                self._shutdown()
+                self.registry.close()
+                raise
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: set[int] = set()
@@ -189,6 +199,12 @@ class BootstrapService:
             if reg.started and not was_started:
                 log.info("run started: all %d nodes registered", self.topology.n)
             return self._start_reply()
+        if op == "loading":
+            kind = reg.loading(f["id"], f.get("public_key"), f["fingerprint"], f["incarnation"], now,
+                               replaces=f.get("replaces"))
+            if kind != "again":
+                log.info("node %d is loading its data%s", f["id"], " (restarted)" if kind == "replaced" else "")
+            return {"ok": True}
         if op == "wait_start":
             reg.wait_start(f["id"], f["incarnation"], now)
             return self._start_reply()
@@ -222,6 +238,8 @@ class BootstrapService:
         for node_id in sorted(self._live - live - left):
             log.warning("node %d silent for over %gs: no longer live", node_id, self.config.node_ttl)
         self._live = live
+        if self.monitor is not None:
+            self.monitor.swept(nodes, self.registry.started)
 
     def start_in_thread(self) -> threading.Thread:
         """Serve from a daemon thread (tests, embedding); ``close()`` stops and joins it."""
@@ -236,6 +254,8 @@ class BootstrapService:
             self._thread = None
         self._shutdown()
         self.registry.close()
+        if self.monitor is not None:
+            self.monitor.close()
 
     def _shutdown(self) -> None:
         self._sock.close(linger=0)

@@ -14,6 +14,8 @@ from typing import Any
 from peernet.chaos.netns import NetnsLab
 from peernet.chaos.scenario import Event, Scenario
 from peernet.errors import Interrupted, ScenarioFailed
+from peernet.metrics.progress import Progress
+from peernet.node.failures import describe_failures
 from peernet.node.launcher import LocalCluster, write_toml
 from peernet.node.results import merge_run
 from peernet.procs import Reaper
@@ -22,13 +24,16 @@ from peernet.rundir import STOPPED_NAME, write_stopped
 log = logging.getLogger("peernet.chaos")
 
 POLL_S = 0.1
+PROGRESS_S = 1.0  # how often the progress line reads the nodes' metrics files (every poll would cost a core)
 
 
 class ChaosRun:
     """One execution of a scenario into a run directory; ``run()`` returns the report (also ``chaos.json``)."""
 
-    def __init__(self, scenario: Scenario, out: str | Path, *, keep_fds: Sequence[int] = ()) -> None:
-        """``keep_fds``: handed to the reaper, e.g. the run directory's lock, held until it has cleaned up."""
+    def __init__(self, scenario: Scenario, out: str | Path, *, keep_fds: Sequence[int] = (), progress: bool = False
+                 ) -> None:
+        """``keep_fds``: handed to the reaper, e.g. the run directory's lock, held until it has cleaned up;
+        ``progress``: a progress line on stderr (slowest and fastest node's round), as `peernet local` shows."""
         self.scenario = scenario
         self.out = Path(out)
         self.cluster = LocalCluster.prepare(scenario.settings, self.out, scenario.node_options, curve=True)
@@ -39,6 +44,10 @@ class ChaosRun:
         self.keep_fds = tuple(keep_fds)
         self.ended: list[dict[str, Any]] = []  # how each process ended, once the cluster is stopped
         self.removed: list[str] = []            # namespaces deleted at the end
+        self.progress = progress
+        self.bar: Progress | None = None
+        self._next_progress = 0.0
+        self._shown = (-1, -1)
 
     def _member(self, node: int) -> str:
         return f"n{node}"
@@ -111,16 +120,34 @@ class ChaosRun:
                 lab.heal()
 
     def _check_nodes(self) -> None:
-        for i, proc in self.cluster.nodes.items():
-            code = proc.poll()
-            if i not in self.gone and code not in (None, 0):
-                raise ScenarioFailed(f"node {i} exited with status {code}; see {self.out}/node{i}.log")
+        failed = {f"node {i}": (proc.poll(), self.out / f"node{i}.log") for i, proc in self.cluster.nodes.items()
+                  if i not in self.gone and proc.poll() not in (None, 0)}
+        if failed:
+            raise ScenarioFailed(f"failed: {describe_failures(failed)}")
 
     def _wait(self, until: float) -> bool:
         """Sleep one poll interval; False once the scenario's time is up."""
         self._check_nodes()
+        self._show_progress()
         time.sleep(POLL_S)
         return time.monotonic() < until
+
+    def _show_progress(self) -> None:
+        now = time.monotonic()
+        if not self.progress or now < self._next_progress:
+            return
+        self._next_progress = now + PROGRESS_S
+        if self.bar is None:
+            from peernet.config import total_rounds
+            from peernet.tasks import rounds_per_epoch
+
+            settings, n = self.scenario.settings, self.cluster.topology.n
+            rounds = total_rounds(settings, 1 if settings.rounds else rounds_per_epoch(settings, n))
+            self.bar = Progress(rounds, f"chaos {self.scenario.name}", min_interval=PROGRESS_S)
+        done = [r for i, r in self.cluster.rounds_done().items() if i not in self.gone] or [0]
+        if (min(done), max(done)) != self._shown:  # off a terminal, a line per change (finished nodes wait to exit)
+            self._shown = (min(done), max(done))
+            self.bar.update(min(done), slowest=min(done), fastest=max(done))
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -143,6 +170,8 @@ class ChaosRun:
             reaper.close()
 
     def _stop_cluster(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
         self.ended = self.cluster.stop()
 
     def _close_lab(self) -> None:

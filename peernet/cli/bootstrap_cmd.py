@@ -8,16 +8,17 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from peernet.cli.common import reports_errors
-from peernet.errors import PeernetError
+from peernet.cli.common import given_log_level, log_level_option, reports_errors
+from peernet.errors import BootstrapUnavailable, PeernetError
 
 if TYPE_CHECKING:
-    from peernet.bootstrap.client import ClientCurve
+    from peernet.bootstrap.client import BootstrapClient, ClientCurve
 
 
 @click.command("bootstrap")
@@ -25,10 +26,9 @@ if TYPE_CHECKING:
               help="bootstrap.toml: listen, run, state_dir, node_ttl, max_nodes")
 @click.option("--listen", default=None, help="bind address, overriding the file's (port '*' or 0: any free port)")
 @click.option("--fresh", is_flag=True, help="discard the registry in state_dir and start a new run")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+@log_level_option(own=True, default="info")
 @reports_errors
-def bootstrap(config_path: str, listen: str | None, fresh: bool, log_level: str) -> None:
+def bootstrap(config_path: str, listen: str | None, fresh: bool) -> None:
     """Run the bootstrap service in the foreground until SIGTERM, SIGHUP or Ctrl-C.
 
     Nodes register with it, wait until every node of the topology is there, then learn each other's
@@ -41,7 +41,7 @@ def bootstrap(config_path: str, listen: str | None, fresh: bool, log_level: str)
     # The handler lives only as long as the command, so embedding or testing it leaves logging as it was.
     previous_level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(log_level.upper())
+    logger.setLevel((given_log_level() or "info").upper())
     try:
         _serve(config_path, listen, fresh)
     finally:
@@ -76,7 +76,11 @@ def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
 
 
 @click.command("status")
-@click.option("--bootstrap", "address", required=True, help="bootstrap address, e.g. tcp://10.0.0.1:5550")
+@click.option("--bootstrap", "address", default=None,
+              help="bootstrap address, e.g. tcp://10.0.0.1:5550 (default with --run-dir: that run's bootstrap)")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="a `peernet local` or `peernet chaos` run directory: its bootstrap's address and, with CURVE, "
+                   "the operator's keys (keys/operator.key_secret, keys/bootstrap.key)")
 @click.option("--json", "as_json", is_flag=True, help="print the bootstrap's status reply as one JSON object")
 @click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="refresh every SECONDS until Ctrl-C")
@@ -88,25 +92,28 @@ def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
 @click.option("--server-key", default=None, help="CURVE: the bootstrap's public key (40 z85 characters)")
 @click.option("--server-key-file", type=click.Path(dir_okay=False), default=None,
               help="CURVE: or the file holding it (e.g. keys/bootstrap.key)")
+@log_level_option()
 @reports_errors
-def status(address: str, as_json: bool, watch: float | None, timeout: float, secret_key: str | None,
-           server_key: str | None, server_key_file: str | None) -> None:
+def status(address: str | None, run_dir: str | None, as_json: bool, watch: float | None, timeout: float,
+           secret_key: str | None, server_key: str | None, server_key_file: str | None) -> None:
     """Show every node of the run: state, round, loss, accuracy, last heartbeat and traffic.
 
-    A bootstrap with a secret_key answers only known keys: pass --secret-key and --server-key(-file).
-    Exits 2 with a message when the bootstrap does not answer (unless --watch, which keeps trying).
+    A bootstrap with a secret_key answers only known keys: pass --secret-key and --server-key(-file), or
+    --run-dir for a run of `peernet local`. Exits 2 with a message when the bootstrap does not answer, saying
+    what the connection got (nothing listening, a refused CURVE handshake, silence), unless --watch, which
+    keeps trying.
     """
     from peernet.bootstrap.client import BootstrapClient
 
-    curve = _client_curve(secret_key, server_key, server_key_file)
+    address, curve = _target(address, run_dir, secret_key, server_key, server_key_file)
     with BootstrapClient(address, timeout=timeout, retries=2, curve=curve) as client:
         if watch is None:
-            _show(client.status(), as_json)
+            _show(_ask(client), as_json)
             return
         try:
             while True:
                 try:
-                    reply = client.status()
+                    reply = _ask(client)
                 except PeernetError as exc:
                     click.echo(f"error: {exc}", err=True)
                 else:
@@ -116,6 +123,46 @@ def status(address: str, as_json: bool, watch: float | None, timeout: float, sec
                 time.sleep(watch)
         except KeyboardInterrupt:
             return
+
+
+def _ask(client: BootstrapClient) -> dict[str, Any]:
+    """The status reply; a bootstrap that does not answer is diagnosed, so a CURVE bootstrap asked without keys
+    does not look like a dead one."""
+    from peernet.bootstrap.client import diagnose
+
+    try:
+        return client.status()
+    except BootstrapUnavailable:
+        why = diagnose(client.address, client.curve, client.timeout)
+        raise BootstrapUnavailable(f"bootstrap at {client.address}: no answer within {client.retries} tries of "
+                                   f"{client.timeout:g}s; {why}") from None
+
+
+def _target(address: str | None, run_dir: str | None, secret_key: str | None, server_key: str | None,
+            server_key_file: str | None) -> tuple[str, ClientCurve | None]:
+    """The bootstrap address and CURVE keys: from the options, or from a run directory (options win)."""
+    from peernet.core.topology_limits import endpoint_problem
+    from peernet.endpoint_file import read_endpoint
+    from peernet.errors import ConfigError
+    from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY
+    from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX
+
+    if run_dir is not None:
+        run = Path(run_dir)
+        if address is None:
+            address = read_endpoint(run / "bootstrap")
+            if address is None:
+                raise ConfigError("no bootstrap address in bootstrap/endpoint: not a run directory, or its "
+                                  "bootstrap has not started yet", file=str(run))
+        operator = run / KEYS_DIR / f"{OPERATOR_KEY}{SECRET_SUFFIX}"
+        if secret_key is None and server_key is None and server_key_file is None and operator.exists():
+            secret_key, server_key_file = str(operator), str(run / KEYS_DIR / f"{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}")
+    if address is None:
+        raise click.UsageError("give --bootstrap ADDRESS or --run-dir DIR")
+    problem = endpoint_problem(address)
+    if problem is not None:
+        raise click.BadParameter(f"{address!r} {problem} (expected tcp://HOST:PORT)", param_hint="'--bootstrap'")
+    return address, _client_curve(secret_key, server_key, server_key_file)
 
 
 def _client_curve(secret_key: str | None, server_key: str | None, server_key_file: str | None) -> ClientCurve | None:

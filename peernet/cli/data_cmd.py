@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import log_level_option, reports_errors
 from peernet.data.datasets import DATASETS, load_dataset
 from peernet.data.partition import PARTITIONS, class_histogram, partition_with_validation
 
@@ -68,6 +68,7 @@ def _table(hist: Any, num_classes: int) -> list[str]:
     help="Fraction of the training set held out (stratified) for validation before partitioning.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@log_level_option()
 @reports_errors
 def describe(
     dataset: str,

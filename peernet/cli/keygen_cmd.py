@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import log_level_option, reports_errors
 
 
 @click.command("keygen")
@@ -15,6 +15,7 @@ from peernet.cli.common import reports_errors
               help="a cluster directory holding run.toml: create DIR/keys/ with a pair per topology node "
                    "(node<id>), one for the bootstrap and one for the operator (peernet status)")
 @click.option("--force", is_flag=True, help="replace existing key files (every node must then get the new keys)")
+@log_level_option()
 @reports_errors
 def keygen(names: tuple[str, ...], directory: str | None, cluster: str | None, force: bool) -> None:
     """Create CURVE key pairs in ZeroMQ's certificate format: NAME.key (public, mode 0644) and

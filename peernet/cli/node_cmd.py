@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import given_log_level, log_level_option, reports_errors
 from peernet.errors import BootstrapRejected, BootstrapUnavailable
 
 
@@ -24,6 +24,7 @@ def setup_logging(level: str, node_id: int | None = None) -> None:
               help="node TOML file (id, run settings file, listen address, bootstrap, state_dir, device, ...)")
 @click.option("--fresh", is_flag=True, help="ignore any checkpoint in state_dir and start from round 0")
 @click.option("--json", "as_json", is_flag=True, help="print the node's summary as one JSON line at exit")
+@log_level_option(own=True, default="the config's log_level")
 @reports_errors
 def node(config_file: str, fresh: bool, as_json: bool) -> None:
     """Run one peernet node: register with the bootstrap, wait for the start signal, train with the neighbours.
@@ -33,12 +34,14 @@ def node(config_file: str, fresh: bool, as_json: bool) -> None:
     exits 0. Exit status 3: the bootstrap refused the registration (the reason is printed); 4: the bootstrap
     did not answer.
     """
+    from peernet.device import check_device
     from peernet.node.allocator import reuse_freed_memory
     from peernet.node.config import load_node_config
     from peernet.node.daemon import NodeDaemon
 
     cfg = load_node_config(config_file)
-    setup_logging(cfg.log_level, cfg.id)
+    check_device(cfg.device, config_file)
+    setup_logging(given_log_level() or cfg.log_level, cfg.id)
     reuse_freed_memory()  # the whole process is this daemon: its rounds' tensors reuse freed memory
     daemon = NodeDaemon(cfg, fresh=fresh)
     daemon.install_signal_handlers()

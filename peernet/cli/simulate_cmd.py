@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import log_level_option, reports_errors
 from peernet.cli.settings_opts import pop_settings, settings_options
 
 
@@ -51,6 +51,7 @@ def format_summary(summary: dict[str, Any]) -> str:
               help="worker threads on a CPU, each running torch with one thread (0: every available core)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@log_level_option()
 @reports_errors
 def simulate(out: str | None, force: bool, mode: str, crashes: tuple[str, ...], node_options: str | None,
              device: str, threads: int, as_json: bool, quiet: bool, **kwargs: Any) -> None:

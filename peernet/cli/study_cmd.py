@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import log_level_option, reports_errors
 from peernet.errors import ConfigError
 
 
@@ -25,6 +25,7 @@ from peernet.errors import ConfigError
               help="auto (CUDA when present), cpu, cuda or cuda:N for every cell's simulator")
 @click.option("--json", "as_json", is_flag=True, help="print what was run as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress line")
+@log_level_option()
 @reports_errors
 def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_json: bool, quiet: bool) -> None:
     """Run every cell of a study (the cartesian product of its grid), each into DIR/cells/<id>/.
@@ -73,8 +74,16 @@ def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_j
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="with --merge: the dataset directory on this machine, for the averaged model's accuracy "
                    "(default: run.toml's data_dir, $PEERNET_DATA, /usr/share/datasets/<name>)")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="also write every run's per-round metrics to FILE: one row per run, node and round (run, node, "
+                   "round, then loss, accuracy, ... as the metrics files hold them; docs/study.md, Exports)")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="also write TensorBoard event files of the same metrics into DIR: one run per node (daemon runs) "
+                   "or per cell (sweeps); step = round")
+@log_level_option()
 @reports_errors
-def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: str | None) -> None:
+def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: str | None, csv_file: str | None,
+           tensorboard_dir: str | None) -> None:
     """Table (report.md) and plots (accuracy.png, consensus.png, heterogeneity.png) of a run directory.
 
     RUN_DIR is a `peernet sweep` directory, a `peernet simulate --out` directory or a daemon run directory
@@ -92,9 +101,27 @@ def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: 
 
         merged = merge_run_dir(run_dir, data_dir=data_dir)
         click.echo(format_summary(merged), err=as_json)  # --json: stdout holds the JSON only
+    exported = _export(Path(run_dir), csv_file, tensorboard_dir)  # first: a run without a summary yet has rounds
     result = write_report(run_dir, out)
+    result["files"] += exported
     click.echo(result["table"], err=as_json)
     click.echo("wrote " + ", ".join(result["files"]), err=True)
     if as_json:
         rows = {"kind": result["kind"], "rows": result["rows"], "files": result["files"]}
         click.echo(json.dumps(rows if merged is None else rows | {"summary": merged}))
+
+
+def _export(run_dir: Path, csv_file: str | None, tensorboard_dir: str | None) -> list[str]:
+    """--csv and --tensorboard: the files written."""
+    from peernet.study.export import write_csv, write_tensorboard
+
+    files = []
+    if csv_file is not None:
+        rows = write_csv(run_dir, Path(csv_file))
+        click.echo(f"exported {rows} rows to {csv_file}", err=True)
+        files.append(csv_file)
+    if tensorboard_dir is not None:
+        written = write_tensorboard(run_dir, Path(tensorboard_dir))
+        click.echo(f"exported {len(written)} TensorBoard event files to {tensorboard_dir}", err=True)
+        files += [str(f) for f in written]
+    return files

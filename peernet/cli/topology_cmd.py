@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from peernet.cli.common import reports_errors
+from peernet.cli.common import log_level_option, reports_errors
 from peernet.core.topology import GENERATORS, Topology, generate
 from peernet.core.topology_gen import edge_count
 from peernet.errors import TopologyError, escaped
@@ -98,6 +98,7 @@ def topology_group() -> None:
     default=None,
     help="Directory of CURVE public keys node<id>.key (from `peernet keygen`): write each node's key inline.",
 )
+@log_level_option()
 @reports_errors
 def generate_cmd(kind: str, n: int, seed: int, weights: str, output: str, keys_dir: str | None) -> None:
     """Write a KIND topology with N nodes to a TOML file.
@@ -124,6 +125,7 @@ def generate_cmd(kind: str, n: int, seed: int, weights: str, output: str, keys_d
 @topology_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@log_level_option()
 @reports_errors
 def check_cmd(file: str, as_json: bool) -> None:
     """Validate a topology FILE and report its size, degrees, diameter and spectral gap.

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from peernet.data.records import CHUNK_BYTES, open_stream, read_exact, select_records
-from peernet.errors import ConfigError, DataError
+from peernet.errors import ConfigError, DataError, escaped
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
+#: (C, H, W) of each dataset's images, as the loaders check them: a model can be built without reading one.
+INPUT_SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 ENV_VAR = "PEERNET_DATA"
@@ -147,14 +149,14 @@ def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     files); otherwise ``$PEERNET_DATA`` and then ``/usr/share/datasets/<name>`` are searched in that order.
     ``data_dir`` and ``$PEERNET_DATA`` may name the dataset directory itself or a parent holding ``<name>/``;
     for CIFAR-10 a ``cifar-10-batches-bin/`` subdirectory is also looked in. Raises DataError listing the
-    paths tried and how to get the files.
+    paths tried and how to get the files, or naming ``$PEERNET_DATA`` when it is not a directory.
     """
     _check_name(name)
     if data_dir is not None:
         bases = [(Path(data_dir).expanduser(), True)]
     else:
         env = os.environ.get(ENV_VAR)
-        bases = [(Path(env).expanduser(), True)] if env else []
+        bases = [(_env_dir(env), True)] if env else []
         bases.append((SYSTEM_DATA_ROOT / name, False))
     tried: list[Path] = []
     for base, parent_ok in bases:
@@ -166,6 +168,16 @@ def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
                 return directory.resolve()
     where = ", ".join(str(p) for p in tried)
     raise DataError(f"dataset '{name}' not found (tried {where}); to get it, {_HOW_TO_GET[name]}")
+
+
+def _env_dir(value: str) -> Path:
+    """``$PEERNET_DATA`` as a directory. One that does not exist is a typo, reported rather than skipped in
+    favour of the system copy; an existing one without this dataset may serve others, so the search goes on."""
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{ENV_VAR}={escaped(value)} is not a directory; set it to a directory holding the "
+                        f"dataset files (or a parent of <name>/ directories), or unset it")
+    return path
 
 
 def _idx_header(fh: BinaryIO, path: Path) -> tuple[np.dtype[Any], tuple[int, ...]]:

@@ -8,7 +8,7 @@ and a checkpoint from another run or node is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class Checkpoint:
     params: torch.Tensor
     state: dict[str, torch.Tensor]
     extra: dict[str, Any]
+    #: A clean checkpoint's last round messages as sent (round -> peer -> frames): a neighbour that stopped a
+    #: round behind needs them again after a whole-cluster resume (Exchange.resend_state, docs/node.md).
+    sent: dict[int, dict[int, list[bytes]]] = field(default_factory=dict)
 
 
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
@@ -46,6 +49,7 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
         "params": ckpt.params.detach().cpu().clone(),
         "state": {k: v.detach().cpu().clone() for k, v in ckpt.state.items()},
         "extra": ckpt.extra,
+        "sent": _frames_as_tensors(ckpt.sent),
     }
     return write_atomic(target, lambda fh: torch.save(payload, fh), mode=0o600)
 
@@ -70,7 +74,44 @@ def load_checkpoint(directory: str | Path, *, node_id: int, run: str) -> Checkpo
         raise CheckpointError(f"{path}: belongs to run {payload.get('run')}, this run is {run}; "
                               "start with --fresh or use another state_dir")
     return Checkpoint(node_id=node_id, run=run, round=int(payload["round"]), params=payload["params"],
-                      state=dict(payload["state"]), extra=dict(payload.get("extra", {})))
+                      state=dict(payload["state"]), extra=dict(payload.get("extra", {})),
+                      sent=_sent_frames(payload.get("sent"), path))
+
+
+def _frames_as_tensors(sent: dict[int, dict[int, list[bytes]]]) -> dict[int, dict[int, list[torch.Tensor]]]:
+    """Frames as uint8 tensors: stored raw (torch.save pickles bytes as latin-1 text, 1.5 times their size), and a
+    frame shared by every peer's message (the payload) is one tensor object, which the pickle stores once."""
+    made: dict[int, torch.Tensor] = {}
+
+    def tensor(frame: bytes) -> torch.Tensor:
+        if id(frame) not in made:
+            made[id(frame)] = torch.frombuffer(bytearray(frame), dtype=torch.uint8) if frame else \
+                torch.empty(0, dtype=torch.uint8)
+        return made[id(frame)]
+
+    return {r: {j: [tensor(f) for f in frames] for j, frames in peers.items()} for r, peers in sent.items()}
+
+
+def _sent_frames(value: Any, path: Path) -> dict[int, dict[int, list[bytes]]]:
+    """The saved round messages (none in a periodic checkpoint or one of an older version) as bytes, a shared
+    frame once; CheckpointError if they are not round -> peer -> list of 1-D uint8 tensors."""
+    if value is None:
+        return {}
+    ok = isinstance(value, dict) and all(
+        isinstance(r, int) and isinstance(peers, dict) and all(
+            isinstance(j, int) and isinstance(frames, list) and all(
+                isinstance(f, torch.Tensor) and f.dtype == torch.uint8 and f.dim() == 1 for f in frames)
+            for j, frames in peers.items()) for r, peers in value.items())
+    if not ok:
+        raise CheckpointError(f"{path}: its saved round messages are not round -> peer -> frames")
+    made: dict[int, bytes] = {}
+
+    def frame(t: torch.Tensor) -> bytes:
+        if id(t) not in made:
+            made[id(t)] = t.numpy().tobytes()
+        return made[id(t)]
+
+    return {r: {j: [frame(f) for f in frames] for j, frames in peers.items()} for r, peers in value.items()}
 
 
 def stale_temp_files(directory: str | Path) -> list[Path]:

@@ -9,8 +9,9 @@ from typing import Any
 
 from peernet.config import bounds, check_fields, from_mapping, load_run_settings, read_toml, resolve_topology
 from peernet.core.rounds import RoundPolicy
-from peernet.core.topology_limits import public_key_problem
+from peernet.core.topology_limits import endpoint_problem, public_key_problem
 from peernet.errors import ConfigError
+from peernet.metrics.prometheus import parse_listen
 from peernet.transport.faults import FaultConfig
 
 REJOIN_MODES = ("auto", "checkpoint", "average")
@@ -87,6 +88,9 @@ class NodeConfig:
                                         "testing (docs/fault-injection.md); absent: none"})
     log_level: str = field(default="info", metadata={"choices": LOG_LEVELS,
                            "help": "stderr log level"})
+    metrics_listen: str | None = field(default=None, metadata={"help": "HOST:PORT to serve Prometheus metrics on "
+                                       "(http://HOST:PORT/metrics; port 0: a free one, written to state_dir/"
+                                       "metrics_url); absent: none (docs/node.md, Metrics)"})
     secret_key: str | None = field(default=None, metadata={"help": "CURVE secret key file (mode 0600, from "
                                    "`peernet keygen`); relative to this file. Set: every connection is CURVE"})
     bootstrap_public_key: str | None = field(default=None, metadata={"help": "the bootstrap's CURVE public key "
@@ -96,6 +100,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
         if self.deadline_ceiling < self.deadline_floor:
             raise ConfigError(f"must be >= deadline_floor ({self.deadline_floor}), got {self.deadline_ceiling}",
                               key="deadline_ceiling")
@@ -104,6 +110,10 @@ class NodeConfig:
         for key in ("listen", "bootstrap"):
             if "://" not in getattr(self, key):
                 raise ConfigError(f"{getattr(self, key)!r} is not an endpoint like tcp://host:port", key=key)
+        # The bootstrap is dialled: a missing port or a wildcard host would only show as ZeroMQ's "Invalid argument".
+        problem = endpoint_problem(self.bootstrap) if self.bootstrap.startswith("tcp://") else None
+        if problem is not None:
+            raise ConfigError(f"{self.bootstrap!r} {problem} (expected tcp://HOST:PORT)", key="bootstrap")
         if self.bootstrap_public_key is not None and self.bootstrap_public_key_file is not None:
             raise ConfigError("give bootstrap_public_key or bootstrap_public_key_file, not both",
                               key="bootstrap_public_key_file")

@@ -32,7 +32,14 @@ from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
 from peernet.endpoint_file import read_endpoint, write_endpoint
-from peernet.errors import BootstrapUnavailable, CatchUp, RoundAbandoned, TransportError
+from peernet.errors import (
+    BootstrapRejected,
+    BootstrapUnavailable,
+    CatchUp,
+    PeernetError,
+    RoundAbandoned,
+    TransportError,
+)
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.metrics.memory import peak_rss_mb
 from peernet.node.checkpoint import Checkpoint, clear_stale_temp_files, load_checkpoint, save_checkpoint
@@ -40,6 +47,7 @@ from peernet.node.config import NodeConfig
 from peernet.node.curve import load_node_keys
 from peernet.node.exchange import Exchange
 from peernet.node.heartbeat import Heartbeat
+from peernet.node.monitor import NodeMonitor
 from peernet.node.session import Session
 from peernet.node.statefiles import read_incarnation, read_table, write_incarnation, write_table
 from peernet.node.wiring import Wiring
@@ -72,6 +80,9 @@ class NodeDaemon:
         self.state_dir = Path(cfg.state_dir)
         self.stop_event = threading.Event()
         self.device = resolve_device(cfg.device)
+        #: A clean checkpoint's last round messages, held again for neighbours that stopped a round behind.
+        self.saved_sent: dict[int, dict[int, list[bytes]]] = {}
+        self.monitor: NodeMonitor | None = None  # Prometheus metrics, with metrics_listen
 
     # -- signals ---------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -110,12 +121,44 @@ class NodeDaemon:
             self.close(session)
 
     def build(self) -> Session:
-        """Task, rule, restored state, transport, bootstrap client and exchange; nothing is sent yet."""
+        """Task, rule, restored state, transport, bootstrap client and exchange; nothing is sent to a neighbour
+        yet. Meanwhile the heartbeat thread reports the node as loading (its data can take half a minute)."""
         torch.set_num_threads(self.cfg.threads)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         clear_stale_temp_files(self.state_dir)
+        incarnation, previous = new_incarnation(), read_incarnation(self.state_dir)
+        write_incarnation(self.state_dir, incarnation)
+        heartbeat = self._loading_heartbeat(incarnation, previous)
+        try:
+            return self._build(incarnation, previous, heartbeat)
+        except BaseException:
+            heartbeat.stop(leave=True)
+            raise
+
+    def _loading_heartbeat(self, incarnation: str, previous: str | None) -> Heartbeat:
+        """A started heartbeat that first tells the bootstrap this node is loading (docs/bootstrap.md), so
+        `peernet status` shows "loading", not "unregistered"; an older bootstrap without the op is no error."""
+        keys = self.keys
+
+        def announce(client: BootstrapClient) -> None:
+            try:
+                client.loading(self.cfg.id, fingerprint=self.fingerprint, incarnation=incarnation,
+                               public_key=None if keys is None else keys.public.decode(), replaces=previous)
+            except BootstrapRejected as exc:  # the registration after loading is refused alike and ends the node
+                log.warning("the bootstrap refuses this node: %s", exc.reason)
+            except PeernetError as exc:
+                log.debug("loading announcement not delivered: %s", exc)
+
+        heartbeat = Heartbeat(self.cfg, incarnation,
+                              lambda: self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()),
+                              announce=announce, state="loading")
+        heartbeat.start()
+        return heartbeat
+
+    def _build(self, incarnation: str, previous: str | None, heartbeat: Heartbeat) -> Session:
+        """What build() makes, while ``heartbeat`` says the node is loading."""
         task = make_task(self.settings, self.topology.n, self.index)
-        if isinstance(task, ImageTask):
+        if self.device.type != "cpu":  # either task, as the simulator does: the model and its data on the device
             task.to_device(self.device)
         algorithm = get_algorithm(self.settings.algorithm)
         hp = HyperParams(lr=self.settings.step_size, beta=self.settings.beta, weight_decay=self.settings.weight_decay)
@@ -126,29 +169,28 @@ class NodeDaemon:
                   for name in algorithm.sent}
         transport, faulty = self._transport(sum(s.nbytes for s in layout.values()))
         keys = self.keys
-        incarnation = new_incarnation()
-        previous = read_incarnation(self.state_dir)
-        write_incarnation(self.state_dir, incarnation)
         endpoints: dict[int, str] = {}  # filled at the start, kept current from the bootstrap's table
         exchange = Exchange(transport, self.cfg.id, self.fingerprint, self.neighbours, layout, edges=edges,
                             policy=self.policy, tracked=algorithm.flow or None, max_abs=self.cfg.max_abs or None,
                             should_stop=self.stop_event.is_set, clock=self.wiring.clock, last_round=rounds,
                             degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours},
                             trusted_endpoints=endpoints)
+        exchange.restore_sent(self.saved_sent)
         return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
                        edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
                        transport=transport, faulty=faulty,
                        client=self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()),
                        incarnation=incarnation, previous=previous, exchange=exchange, round=start_round,
-                       endpoints=endpoints,
+                       endpoints=endpoints, heartbeat=heartbeat,
                        metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
 
     def restore(self, task: QuadraticTask | ImageTask, algorithm: Algorithm, edges: NodeEdges,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, bool, bool]:
         """(x, state, round, crashed, resuming): from the checkpoint if there is one, else the run's start.
 
-        A clean checkpoint (written at exit, all edges consistent) resumes exactly; a periodic one is older
-        than what the neighbours hold, so the node rejoins (``crashed``: tracker reset, new edge epochs).
+        A clean checkpoint (written at exit, all edges consistent) resumes exactly, and its last sent round
+        message is held again (``saved_sent``) for a neighbour that stopped a round behind; a periodic one is
+        older than what the neighbours hold, so the node rejoins (``crashed``: tracker reset, new edge epochs).
         """
         x = task.initial_params().to(self.device)
         ckpt = None if self.fresh else load_checkpoint(self.state_dir, node_id=self.cfg.id, run=self.fingerprint)
@@ -159,6 +201,7 @@ class NodeDaemon:
         crashed = not ckpt.extra.get("clean", False)
         if not crashed:
             edges.load_state_dict(checkpoint_edges(ckpt))
+            self.saved_sent = ckpt.sent
         log.info("resuming from checkpoint at round %d (%s)", ckpt.round,
                  "periodic: the node stopped abruptly and rejoins" if crashed else "written at a clean exit")
         return x, state, ckpt.round, crashed, True
@@ -192,13 +235,20 @@ class NodeDaemon:
         return self.wiring.transport(self.cfg, max_msg_size, curve)
 
     def start(self, s: Session) -> bool:
-        """Rendezvous, connect the neighbours, start the heartbeat, say hello (and rejoin after a crash).
+        """Rendezvous, connect the neighbours, say hello (and rejoin after a crash); the heartbeat says training.
 
         False if the node was told to stop before the run started.
         """
         log.info("node %d listening on %s; registering with bootstrap %s", self.cfg.id, s.transport.endpoint,
                  self.cfg.bootstrap)
         write_endpoint(self.state_dir, s.transport.endpoint)
+        if self.cfg.metrics_listen is not None:
+            self.monitor = NodeMonitor(self.cfg.metrics_listen, self.cfg.id, self.state_dir, {
+                "run": self.fingerprint, "algorithm": self.settings.algorithm, "device": str(self.device)})
+            self.monitor.started(s)
+            log.info("metrics at %s", self.monitor.server.url)
+        assert s.heartbeat is not None
+        s.heartbeat.update(state="waiting")  # loaded: "loading" would undo what registering says
         table, s.table_source = self._rendezvous(s.client, s.transport.endpoint, s.incarnation, s.previous,
                                                  resuming=s.resuming)
         if table is None:
@@ -210,9 +260,6 @@ class NodeDaemon:
             s.endpoints[j] = table[j]["endpoint"]
             s.transport.connect(j, s.endpoints[j])
         keys = self.keys
-        s.heartbeat = Heartbeat(self.cfg, s.incarnation,
-                                lambda: self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()))
-        s.heartbeat.start()
         s.exchange.hello(s.start_round, s.transport.endpoint, reset=s.crashed)
         if s.crashed:
             s.round, s.x = self._rejoin(s, s.start_round)
@@ -220,6 +267,7 @@ class NodeDaemon:
         log.info("started: %d rounds, neighbours %s, device %s, %s", s.rounds, sorted(self.neighbours), self.device,
                  "CURVE" if keys else "no CURVE")
         self._advance(s.round)
+        s.heartbeat.update(state="training", round=s.round)
         s.metrics.write({"event": "start", "round": s.round, "time": time.time(), "incarnation": s.incarnation,
                          "resumed_from": s.start_round, "rejoined": s.crashed, "parameters_from": s.rejoin_source,
                          "address_table": s.table_source})
@@ -274,6 +322,8 @@ class NodeDaemon:
         if not math.isfinite(loss):
             log.error("loss is %s at round %d: training diverged", loss, s.round)
         s.heartbeat.update(round=s.round, state="training", loss=loss, **_counters(stats))
+        if self.monitor is not None:
+            self.monitor.round_done(s, loss)
         t_eval, cpu = time.perf_counter(), time.thread_time()
         s.timing.add(wall=t_eval - start, accounted=compute + ex.wait_seconds - before[0] + ex.mix_seconds - before[1],
                      cpu=cpu - start_cpu, cpu_accounted=compute_cpu + ex.wait_cpu + ex.mix_cpu - before[3])
@@ -296,7 +346,7 @@ class NodeDaemon:
         s.exchange.replies.clear()
         s.exchange.hello(s.round, s.transport.endpoint, reset=True)
         before = s.round
-        s.round, s.x = self._rejoin(s, s.round)
+        s.round, s.x = self._rejoin(s, s.round, restarted=False)
         self._advance(s.round)
         s.metrics.write({"event": "catchup", "round": before, "to": s.round, "parameters_from": s.rejoin_source,
                          "time": time.time()})
@@ -344,6 +394,8 @@ class NodeDaemon:
         s.client.close()
         s.transport.close()
         s.metrics.close()
+        if self.monitor is not None:
+            self.monitor.close()
 
     def _rendezvous(self, client: BootstrapClient, endpoint: str, incarnation: str, previous: str | None, *,
                     resuming: bool) -> tuple[dict[int, dict[str, Any]] | None, str]:
@@ -371,8 +423,9 @@ class NodeDaemon:
             write_table(self.state_dir, table)
         return table, "bootstrap"
 
-    def _rejoin(self, s: Session, start_round: int) -> tuple[int, torch.Tensor]:
-        """After a crash: learn the neighbours' round, reset the tracker, start new edge epochs (docs/design.md §4)."""
+    def _rejoin(self, s: Session, start_round: int, *, restarted: bool = True) -> tuple[int, torch.Tensor]:
+        """After a crash (``restarted``: from a checkpoint) or a stall: learn the neighbours' round, reset the
+        tracker, start new edge epochs (docs/design.md §4)."""
         exchange, x = s.exchange, s.x
         exchange.wait_replies(start_round, self.cfg.rejoin_wait)
         # Without any answer (they may not hear us yet), the rounds their own messages announced are the guide.
@@ -386,12 +439,15 @@ class NodeDaemon:
             for value in s.state.values():  # the old momentum belongs to the old model: start afresh at the new one
                 value.zero_()
         s.edges.restart(s.tracker)
-        s.rejoin_source = "average" if average else "checkpoint"
+        # A stalled node loaded no checkpoint: it keeps the model it holds ("own"), and its log must say so.
+        kept = "checkpoint" if restarted else "own"
+        s.rejoin_source = "average" if average else kept
         exchange.skip_to(r)
         exchange.latest.clear()
-        log.warning("rejoining at round %d (checkpoint round %d, neighbours' rounds %s, parameters from the %s)", r,
+        log.warning("%s at round %d (%s round %d, neighbours' rounds %s, parameters from the %s)",
+                    "rejoining" if restarted else "catching up", r, "checkpoint" if restarted else "stalled at",
                     start_round, dict(sorted(known.items())),
-                    "neighbours' average" if average else "checkpoint")
+                    "neighbours' average" if average else ("checkpoint" if restarted else "node's own model"))
         return r, x
 
     def _checkpoint(self, s: Session, *, clean: bool) -> None:
@@ -400,24 +456,30 @@ class NodeDaemon:
         flows = {f"flow.{j}": f for j, f in s.edges.flow.items()}
         save_checkpoint(self.state_dir, Checkpoint(
             node_id=self.cfg.id, run=self.fingerprint, round=s.round, params=s.x, state={**s.state, **flows},
-            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in s.edges.epoch.items()}}))
+            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in s.edges.epoch.items()}},
+            sent=s.exchange.resend_state(s.round) if clean else {}))
 
     def _evaluate(self, s: Session, x_before: torch.Tensor) -> dict[str, Any]:
         """Evaluate the current model, write the record to metrics.jsonl and the heartbeat, return it."""
         task, x, exchange = s.task, s.x, s.exchange
         record: dict[str, Any] = {"event": "eval", "round": s.round, "epoch": s.round / task.rounds_per_epoch}
         if isinstance(task, ImageTask):
-            record["test_accuracy"] = float(task.accuracy(x.unsqueeze(0), "test", self.settings.eval_samples)[0])
+            # The last round on every test sample, as the simulator's last evaluation; before it the first eval_samples.
+            limit = 0 if s.round >= s.rounds else self.settings.eval_samples
+            record["test_accuracy"] = float(task.accuracy(x.unsqueeze(0), "test", limit)[0])
         else:
-            record["distance_to_optimum"] = task.problem.distance_to_optimum(x.unsqueeze(0).cpu())
-        # Distance to the neighbours' models of this round, all taken before the round's update.
+            record["distance_to_optimum"] = task.problem.distance_to_optimum(x.unsqueeze(0))  # both on the device
+        # Mean squared distance to the neighbours' models of this round, all taken before the round's update. Not
+        # the consensus distance (mean_i ‖x_i − x̄‖², which needs every model: summary.json has it), hence the name.
         if exchange.neighbour_x:
             mine = x_before.cpu()
             dists = [float(((mine - xj) ** 2).sum()) for xj in exchange.neighbour_x.values()]
-            record["consensus_distance"] = sum(dists) / len(dists)
+            record["neighbour_distance"] = sum(dists) / len(dists)
         if self.cfg.record_params:
             record["params"] = x.detach().cpu().double().tolist()
         s.metrics.write(record)
+        if self.monitor is not None:
+            self.monitor.evaluated(record)
         if s.heartbeat is not None:
             s.heartbeat.update(accuracy=record.get("test_accuracy"))
         return record

@@ -428,6 +428,29 @@ class Exchange:
         for old in [r for r in self.declared if r < round_]:
             del self.declared[old]
 
+    def resend_state(self, before: int) -> dict[int, dict[int, list[bytes]]]:
+        """The newest round before ``before`` that we sent, as the frames we sent (round -> peer -> frames), for a
+        clean checkpoint. When the whole cluster stops, a neighbour may have stopped one round behind us and
+        still need that message; after a resume nobody holds it any more unless we saved it. A payload frame
+        shared by every peer's message (``_send_round``) becomes one bytes object, stored once."""
+        held = [r for r in self.sent if r < before]
+        if not held:
+            return {}
+        newest = max(held)
+        copies: dict[int, bytes] = {}  # id(frame) -> its bytes (the frame objects live in self.sent meanwhile)
+
+        def copy(frame: bytes | memoryview) -> bytes:
+            if id(frame) not in copies:
+                copies[id(frame)] = bytes(frame)
+            return copies[id(frame)]
+
+        return {newest: {j: [copy(f) for f in frames] for j, frames in self.sent[newest].items()}}
+
+    def restore_sent(self, saved: Mapping[int, Mapping[int, list[bytes]]]) -> None:
+        """Hold a clean checkpoint's saved round messages again: a neighbour's hello gets them resent."""
+        for round_, peers in saved.items():
+            self.sent[round_] = {j: list(frames) for j, frames in peers.items() if j in self.weights}
+
     # -- one round -------------------------------------------------------------------------------------
     def gossip_for(self, round_: int) -> Callable[..., dict[str, torch.Tensor]]:
         """The gossip callable the algorithm rule uses for ``round_``."""

@@ -22,11 +22,15 @@ log = logging.getLogger("peernet.node")
 class Heartbeat:
     """``update(**fields)`` from the training loop; a thread sends the latest fields every interval."""
 
-    def __init__(self, cfg: NodeConfig, incarnation: str, connect: Callable[[], BootstrapClient]) -> None:
+    def __init__(self, cfg: NodeConfig, incarnation: str, connect: Callable[[], BootstrapClient], *,
+                 announce: Callable[[BootstrapClient], None] | None = None, state: str = "training") -> None:
+        """``announce(client)`` runs first in the thread (a node that is still loading registers as such there,
+        so the training path never waits for the bootstrap); ``state`` is the one reported until updated."""
         self.cfg = cfg
         self.connect = connect  # a client of its own: ZeroMQ sockets belong to one thread
+        self.announce = announce
         self.incarnation = incarnation
-        self._fields: dict[str, Any] = {"round": 0, "state": "training"}
+        self._fields: dict[str, Any] = {"round": 0, "state": state}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -34,6 +38,7 @@ class Heartbeat:
         self._updates: dict[int, str] = {}
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{cfg.id}", daemon=True)
         self._reachable = True
+        self._leave = False
 
     def start(self) -> None:
         self._thread.start()
@@ -52,22 +57,36 @@ class Heartbeat:
         """Send the latest fields now (used at exit so the final state reaches the bootstrap)."""
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, *, leave: bool = False) -> None:
+        """End the thread after a last report; ``leave``: then tell the bootstrap this node is gone (one try), as a
+        node that fails while loading has no other client to do it with."""
+        self._leave = leave
         self._done.set()
         self._wake.set()
-        self._thread.join(timeout=self.cfg.bootstrap_timeout * self.cfg.bootstrap_retries + 2)
+        self._thread.join(timeout=self.cfg.bootstrap_timeout * (self.cfg.bootstrap_retries + 1) + 2)
 
     def _loop(self) -> None:
         client = self.connect()
         try:
+            if self.announce is not None:
+                self.announce(client)
             while True:
                 self._send(client)
                 if self._done.is_set():
+                    if self._leave:
+                        self._say_goodbye(client)
                     return
                 self._wake.wait(self.cfg.heartbeat_every)
                 self._wake.clear()
         finally:
             client.close()
+
+    def _say_goodbye(self, client: BootstrapClient) -> None:
+        client.retries = 1  # a courtesy: a dead bootstrap must not hold the exit up
+        try:
+            client.leave(self.cfg.id, self.incarnation)
+        except PeernetError as exc:
+            log.debug("leave failed: %s", exc)
 
     def _send(self, client: BootstrapClient) -> None:
         with self._lock:

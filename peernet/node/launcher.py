@@ -27,6 +27,8 @@ from peernet.errors import LaunchError
 from peernet.interrupts import deferred_signals
 from peernet.metrics.jsonl import read_jsonl
 from peernet.metrics.progress import Progress
+from peernet.node.failures import describe_failures
+from peernet.node.resume import resumable_settings
 from peernet.procs import Reaper, die_with_parent
 from peernet.rundir import SETTINGS_NAME, run_record
 from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY, node_key_name
@@ -73,6 +75,10 @@ class LocalCluster:
     listen: dict[int, str] = dataclasses.field(default_factory=dict)
     #: Told of every process started, so that they end even if this launcher is SIGKILLed (set by the commands).
     reaper: Reaper | None = None
+    #: Node config keys for single nodes, over ``node_options`` (``local --devices``, ``--metrics-port``).
+    per_node: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: ``start()`` continues the run in ``out`` from the nodes' checkpoints (``reopen``, ``local --resume``).
+    resuming: bool = False
 
     @classmethod
     def prepare(cls, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
@@ -107,6 +113,18 @@ class LocalCluster:
         (out / SETTINGS_NAME).write_text(json.dumps(run_record(settings, topology.n), indent=2) + "\n")
         return cls(out=out, settings=settings, topology=topology, node_options=dict(node_options or {}), curve=curve)
 
+    @classmethod
+    def reopen(cls, out: str | Path, node_options: dict[str, Any] | None = None) -> LocalCluster:
+        """The cluster of a run directory that ``prepare`` wrote, to continue it (``resuming``): its run.toml,
+        topology and keys as they are (rewritten, they could change the run's fingerprint), CURVE if the
+        topology has keys. RunDirError if ``out`` is not such a directory or its run finished."""
+        out = Path(out)
+        settings = resumable_settings(out)
+        topology = resolve_topology(settings)
+        curve = all(spec.public_key is not None for spec in topology.nodes)
+        return cls(out=out, settings=settings, topology=topology, node_options=dict(node_options or {}), curve=curve,
+                   resuming=True)
+
     def client_curve(self) -> ClientCurve | None:
         """The operator's keys for a BootstrapClient talking to this cluster's bootstrap (None without CURVE)."""
         if not self.curve:
@@ -124,13 +142,16 @@ class LocalCluster:
     def start_bootstrap(self, timeout: float = 60.0, *, restart: bool = False) -> str:
         """Start the bootstrap (``restart``: keep its registry, as after a crash) and return its address."""
         log_path = self.out / "bootstrap.log"
-        log = log_path.open("ab" if restart else "wb")
+        log = log_path.open("ab" if restart or self.resuming else "wb")
         clear_endpoint(self.out / "bootstrap")  # a previous bootstrap's: the new one writes its own once bound
         # A process group of its own: Ctrl-C or a hang-up of the terminal reaches the launcher and the nodes, and
         # stop() ends the bootstrap only after the nodes, whose last heartbeat would otherwise retry against it.
+        # The nodes' log level (a node option, from --log-level) is the bootstrap's too.
+        level = self.node_options.get("log_level")
         self.bootstrap = self._spawn([*self.prefix.get("bootstrap", []), sys.executable, "-m", "peernet",
                                       "bootstrap", "--config", str(self.out / "bootstrap.toml"),
-                                      *([] if restart else ["--fresh"])], log, "bootstrap", own_group=True)
+                                      *([] if restart else ["--fresh"]), *(["--log-level", level] if level else [])],
+                                     log, "bootstrap", own_group=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             address = read_endpoint(self.out / "bootstrap")
@@ -138,15 +159,15 @@ class LocalCluster:
                 self.address = address
                 return self.address
             if self.bootstrap.poll() is not None:
-                raise LaunchError(f"bootstrap exited with status {self.bootstrap.returncode}; see "
-                                  f"{self.out / 'bootstrap.log'}")
+                raise LaunchError(describe_failures({"the bootstrap": (self.bootstrap.returncode, log_path)}))
             time.sleep(0.05)
         raise LaunchError(f"bootstrap did not report its address within {timeout}s")
 
     def start_node(self, node_id: int, *, fresh: bool = True) -> subprocess.Popen[bytes]:
         cfg = {"id": node_id, "run": "run.toml", "listen": self.listen.get(node_id, "tcp://127.0.0.1:*"),
                "bootstrap": self.address,
-               "state_dir": str(self.state_dir(node_id).relative_to(self.out)), **self.node_options}
+               "state_dir": str(self.state_dir(node_id).relative_to(self.out)), **self.node_options,
+               **self.per_node.get(node_id, {})}
         if self.curve:
             cfg |= {"secret_key": f"{KEYS_DIR}/{node_key_name(node_id)}{SECRET_SUFFIX}",
                     "bootstrap_public_key_file": f"{KEYS_DIR}/{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}"}
@@ -185,14 +206,15 @@ class LocalCluster:
                 return address
             proc = self.nodes.get(node_id)
             if proc is not None and proc.poll() is not None:
-                raise LaunchError(f"node {node_id} exited with status {proc.returncode} before it was listening")
+                failed = {f"node {node_id}": (proc.returncode, self.out / f"node{node_id}.log")}
+                raise LaunchError(f"before it was listening: {describe_failures(failed)}")
             time.sleep(0.05)
         raise LaunchError(f"node {node_id} was not listening within {timeout}s")
 
     def start(self) -> None:
-        self.start_bootstrap()
+        self.start_bootstrap()  # a fresh registry even when resuming: every node registers anew
         for node_id in self.topology.ids:
-            self.start_node(node_id)
+            self.start_node(node_id, fresh=not self.resuming)
 
     def rounds_done(self) -> dict[int, int]:
         done = {}

@@ -96,7 +96,8 @@ def merge_run(settings: RunSettings, topology: Topology, state_dirs: dict[int, P
         if accs and all(a is not None for a in accs):
             summary["mean_test_accuracy"] = sum(accs) / len(accs)
         averaged = X.mean(dim=0, keepdim=True)
-        summary["averaged_model_test_accuracy"] = float(task.accuracy(averaged, "test", settings.eval_samples)[0])
+        # Every test sample, as the nodes' and the simulator's last evaluations.
+        summary["averaged_model_test_accuracy"] = float(task.accuracy(averaged, "test", 0)[0])
         rounds = summary["rounds"]
         train_time = records_span(state_dirs)
         if train_time > 0:
@@ -145,26 +146,41 @@ def round_time_split(state_dirs: dict[int, Path]) -> dict[str, float]:
     return {f"round_{k}": v / count for k, v in totals.items()} if count else {}
 
 
+#: The evaluation metric curves.png shows beside the loss, per task: (record key, axis label, title, log scale).
+_EVAL_PANELS = (("test_accuracy", "test accuracy", "test accuracy (own model)", False),
+                ("distance_to_optimum", "‖x_i − x*‖ / ‖x*‖", "distance to the optimum (own model)", True))
+
+
 def plot_run(state_dirs: dict[int, Path], path: Path) -> Path:
-    """PNG of each node's training loss and test accuracy against rounds."""
+    """PNG of each node's training loss against rounds, beside its test accuracy (image tasks) or its distance to
+    the optimum (quadratic); only the loss when the nodes recorded neither."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for node_id, d in sorted(state_dirs.items()):
-        recs = read_jsonl(d / "metrics.jsonl")
+    records = {i: read_jsonl(d / "metrics.jsonl") for i, d in sorted(state_dirs.items())}
+    evals = {i: [r for r in recs if r.get("event") == "eval"] for i, recs in records.items()}
+    panel = next((p for p in _EVAL_PANELS if any(r.get(p[0]) is not None for e in evals.values() for r in e)), None)
+    fig, axes = plt.subplots(1, 2 if panel else 1, figsize=(11 if panel else 6, 4), squeeze=False)
+    ax_loss = axes[0][0]
+    for node_id, recs in records.items():
         rounds = [r for r in recs if r.get("event") == "round"]
-        evals = [r for r in recs if r.get("event") == "eval" and r.get("test_accuracy") is not None]
         ax_loss.plot([r["round"] for r in rounds], [r["loss"] for r in rounds], lw=0.8, label=f"node {node_id}")
-        if evals:
-            ax_acc.plot([r["round"] for r in evals], [r["test_accuracy"] for r in evals], marker="o", ms=3,
-                        lw=1, label=f"node {node_id}")
     ax_loss.set(xlabel="round", ylabel="mini-batch loss", title="training loss")
     ax_loss.set_yscale("log")
-    ax_acc.set(xlabel="round", ylabel="test accuracy", title="test accuracy (own model)")
-    ax_acc.legend(fontsize=7, ncol=2)
+    if panel is not None:
+        key, ylabel, title, logy = panel
+        ax = axes[0][1]
+        for node_id, node_evals in evals.items():
+            shown = [r for r in node_evals if r.get(key) is not None]
+            if shown:
+                ax.plot([r["round"] for r in shown], [r[key] for r in shown], marker="o", ms=3, lw=1,
+                        label=f"node {node_id}")
+        ax.set(xlabel="round", ylabel=ylabel, title=title)
+        if logy:
+            ax.set_yscale("log")
+    axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -45,7 +45,8 @@ class Session:
     heartbeat: Heartbeat | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
     catchups: int = 0
-    #: Where the parameters came from at the last rejoin: "checkpoint" or "average" (None: never rejoined).
+    #: Where the parameters came from at the last rejoin or catch-up: "checkpoint" (a restart), "own" (a catch-up
+    #: kept the model it held) or "average" (None: never rejoined).
     rejoin_source: str | None = None
     #: Where the neighbours' addresses came from: "bootstrap" (its start reply) or "cached" (state_dir/table.json).
     table_source: str = "bootstrap"

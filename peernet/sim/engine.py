@@ -168,10 +168,11 @@ class Simulator:
         """Node-stacked optimizer state ``(N, P)`` by name (e.g. ``"u"``, ``"c"``)."""
         return self._state[name].full()
 
-    def evaluate(self, X: torch.Tensor | None = None) -> dict[str, object]:
+    def evaluate(self, X: torch.Tensor | None = None, *, final: bool = False) -> dict[str, object]:
         """The task's evaluation of the current parameters (``X``: a copy the caller already holds), spread
-        over the worker threads."""
-        return self.task.evaluate(self.X if X is None else X, self.pool.run, batched=self.mode == "vectorized")
+        over the worker threads; ``final``: on every test sample (the run's last evaluation)."""
+        return self.task.evaluate(self.X if X is None else X, self.pool.run, batched=self.mode == "vectorized",
+                                  final=final)
 
     def close(self) -> None:
         self.pool.close()

@@ -89,12 +89,10 @@ def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWr
                 writer.write({"event": "round", "round": r + 1, "loss": loss,
                               "node_loss": [float(v) for v in losses]})
             if (r + 1) % every == 0 or r + 1 == rounds:
-                last_eval = _evaluate(sim, r + 1, per_epoch)
+                last_eval = _evaluate(sim, r + 1, per_epoch, final=r + 1 == rounds)
                 if writer:
                     writer.write(last_eval)
             bar.update(r + 1, loss=loss, **_headline(last_eval))
-        if rounds == 0:
-            last_eval = _evaluate(sim, 0, per_epoch)
     finally:
         bar.close()
     return last_eval, train_seconds
@@ -130,10 +128,11 @@ def _summary(sim: Simulator, settings: RunSettings, rounds: int, last_eval: dict
     return summary
 
 
-def _evaluate(sim: Simulator, round_: int, rounds_per_epoch: int) -> dict[str, Any]:
+def _evaluate(sim: Simulator, round_: int, rounds_per_epoch: int, *, final: bool) -> dict[str, Any]:
+    """The eval record of ``round_``: on the first eval_samples test samples, or all of them when ``final``."""
     record: dict[str, Any] = {"event": "eval", "round": round_, "epoch": round_ / rounds_per_epoch}
     X = sim.X  # one (N, P) copy for both: the simulator keeps the parameters in column blocks
-    record.update(sim.evaluate(X))
+    record.update(sim.evaluate(X, final=final))
     record["consensus_distance"] = consensus_distance(X)
     return record
 

@@ -95,7 +95,9 @@ def _node_curve(node_dirs: list[Path]) -> list[dict[str, float]]:
     for _, recs in sorted(by_round.items()):
         accs = [r["test_accuracy"] for r in recs if r.get("test_accuracy") is not None]
         dists = [r["distance_to_optimum"] for r in recs if r.get("distance_to_optimum") is not None]
-        cons = [r["consensus_distance"] for r in recs if r.get("consensus_distance") is not None]
+        # A daemon knows only its neighbours' models: "neighbour_distance" (named "consensus_distance" in older runs).
+        found = (r.get("neighbour_distance", r.get("consensus_distance")) for r in recs)
+        cons: list[float] = [c for c in found if c is not None]
         if accs or dists:
             out.append({"epoch": float(recs[0].get("epoch") or 0.0),
                         "value": sum(accs) / len(accs) if accs else max(dists),
@@ -381,7 +383,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
     for run in runs:
         groups.setdefault(", ".join(run.labels.values()), []).append(run)
     files = [_panels(groups, dest / "accuracy.png", ylabel, _curves("value"), logy=quadratic),
-             _panels(groups, dest / "consensus.png", "consensus distance", _curves("consensus"), logy=True)]
+             _panels(groups, dest / "consensus.png", "neighbour distance" if kind == "daemons" else
+                     "consensus distance", _curves("consensus"), logy=True)]
     if kind == "sweep":
         key = "distance_to_optimum" if quadratic else "mean_test_accuracy"
         het = _heterogeneity_plot(runs, meta, dest / "heterogeneity.png", key, "final " + ylabel, quadratic)
@@ -395,7 +398,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
         notes.append(f"{sel['tune']} chosen per setting on seed {sel['on_seed']} by {sel['metric']} "
                      "(validation split); see selection.json.")
     if kind == "daemons":
-        notes.append("Consensus distance of a daemon run: each node's distance to its neighbours, averaged.")
+        notes.append("consensus.png of a daemon run shows the neighbour distance: each node's mean squared distance "
+                     "to its neighbours' models, averaged over nodes (summary.json's consensus_distance, "
+                     "mean_i ‖x_i − x̄‖², needs every model at once).")
     text = "\n\n".join([f"# Report: {title}", *notes, table, "Plots: " + ", ".join(f.name for f in files)]) + "\n"
     (dest / "report.md").write_text(text)
     return {"kind": kind, "table": table, "rows": rows, "files": [str(f) for f in [dest / "report.md", *files]]}

@@ -238,3 +238,39 @@ def test_config_key_lists(tmp_path: Path) -> None:
     assert config.secret_key == "/abs/b.key_secret"
     assert config.client_keys_files == [str(tmp_path / "keys" / "a.key"), "/abs/c.key"]
     assert BootstrapConfig().client_keys_files == [] and BootstrapConfig().secret_key is None
+
+
+def test_a_loading_node_is_live_but_not_registered(reg: Registry) -> None:
+    assert reg.loading(0, None, FP, "a", T0) == "new"
+    reg.heartbeat(0, "a", 0, "loading", {}, T0 + 5)  # its heartbeats keep it live while it loads
+    node0 = reg.status(T0 + 12)[0]
+    assert (node0["state"], node0["live"], node0["endpoint"]) == ("loading", True, None)
+    assert not reg.status(T0 + 16)[0]["live"]  # and without them it falls silent, like any node
+
+
+def test_loading_rows_count_for_no_start_and_no_table(reg: Registry) -> None:
+    for i in range(3):
+        reg.loading(i, None, FP, f"inc{i}", T0)
+    reg.register(1, ep(1), None, FP, "inc1", T0)
+    reg.register(2, ep(2), None, FP, "inc2", T0)
+    assert not reg.started and reg.missing() == [0] and set(reg.table()) == {1, 2}
+    assert reg.register(0, ep(0), None, FP, "inc0", T0 + 1) == "new"  # the same incarnation, now with its endpoint
+    assert reg.started and set(reg.table()) == {0, 1, 2}
+    # A late announcement or a heartbeat still saying "loading" does not take the registration back.
+    assert reg.loading(0, None, FP, "inc0", T0 + 2) == "again"
+    reg.heartbeat(0, "inc0", 0, "loading", {}, T0 + 2)
+    assert reg.status(T0 + 2)[0]["state"] == "registered" and 0 in reg.table()
+
+
+def test_loading_has_the_registration_checks(reg: Registry) -> None:
+    with pytest.raises(Refused, match="fingerprint mismatch"):
+        reg.loading(0, None, "0" * 16, "a", T0)
+    reg.register(0, ep(0), None, FP, "a", T0)
+    with pytest.raises(Refused, match="already registered by a live process"):
+        reg.loading(0, None, FP, "b", T0 + 1)
+    # A restart names the incarnation it replaces; it keeps its last round until it trains again.
+    reg.heartbeat(0, "a", 40, "training", {"loss": 0.5}, T0 + 1)
+    assert reg.loading(0, None, FP, "b", T0 + 2, replaces="a") == "replaced"
+    reg.heartbeat(0, "b", 0, "loading", {}, T0 + 3)
+    node0 = reg.status(T0 + 3)[0]
+    assert (node0["state"], node0["round"], node0["loss"]) == ("loading", 40, 0.5) and 0 not in reg.table()

@@ -299,3 +299,19 @@ def test_status_replaces_non_finite_metrics(service: BootstrapService, client: B
     client.heartbeat(0, "a", round=3, state="training", metrics={"loss": float("nan"), "grad_norm": float("inf")})
     node = client.status()["nodes"][0]
     assert node["loss"] is None and node["metrics"] == {"loss": None, "grad_norm": None}
+
+
+def test_loading_op_is_validated_and_refusals_reach_the_node(service: BootstrapService,
+                                                             client: BootstrapClient) -> None:
+    assert client.loading(0, fingerprint=service.fingerprint, incarnation="a")
+    assert client.request("loading", id=1, fingerprint=service.fingerprint, incarnation="b", endpoint="x") == {
+        "ok": False, "reason": "bad request: unknown field 'endpoint' for op 'loading'"}
+    with pytest.raises(BootstrapRejected, match="fingerprint mismatch"):
+        client.loading(1, fingerprint="0" * 16, incarnation="b")
+    assert client.status()["nodes"][0]["state"] == "loading"
+
+
+def test_loading_to_a_bootstrap_without_the_op_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with BootstrapClient("tcp://127.0.0.1:1") as old:
+        monkeypatch.setattr(old, "request", lambda op, **f: {"ok": False, "reason": f"bad request: unknown op '{op}'"})
+        assert old.loading(0, fingerprint="f", incarnation="a") is False

@@ -62,7 +62,8 @@ def test_status_without_bootstrap_fails_clearly() -> None:
         port = s.getsockname()[1]
     result = CliRunner().invoke(status, ["--bootstrap", f"tcp://127.0.0.1:{port}", "--timeout", "0.1"])
     assert result.exit_code == 2
-    assert f"error: bootstrap at tcp://127.0.0.1:{port} did not answer after 2 tries" in result.output
+    assert f"error: bootstrap at tcp://127.0.0.1:{port}: no answer within 2 tries of 0.1s" in result.output
+    assert "nothing accepts connections there: the bootstrap is down" in result.output
 
 
 def test_format_status_marks_left_and_silent() -> None:
@@ -147,7 +148,9 @@ def test_status_with_curve_keys(tmp_path: Path) -> None:
         for args in ([], ["--secret-key", str(keys / "stranger.key_secret"),
                           "--server-key-file", str(keys / "bootstrap.key")]):
             refused = CliRunner().invoke(status, [*base, *args])  # no CURVE, or a key the bootstrap does not know
-            assert refused.exit_code == 2 and "did not answer" in refused.output
+            assert refused.exit_code == 2 and "no answer within 2 tries" in refused.output
+            # Not "down": what the handshake said.
+            assert ("requires CURVE keys" if not args else "CURVE handshake was refused") in refused.output
     for args, message in ((["--server-key", public["bootstrap"].decode()], "--server-key needs --secret-key"),
                           (["--secret-key", str(keys / "operator.key_secret")], "needs the bootstrap's public key"),
                           (["--secret-key", str(keys / "operator.key_secret"), "--server-key", "x"],
@@ -156,3 +159,34 @@ def test_status_with_curve_keys(tmp_path: Path) -> None:
                             "--server-key-file", "y"], "not both")):
         result = CliRunner().invoke(status, ["--bootstrap", "tcp://127.0.0.1:1", *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_status_of_a_run_directory_reads_address_and_keys_and_shows_loading(tmp_path: Path) -> None:
+    from peernet.bootstrap.client import ClientCurve
+    from peernet.config import RunSettings
+    from peernet.node.launcher import LocalCluster
+    from peernet.security.keys import load_public_key, load_secret_key
+
+    run = LocalCluster.prepare(RunSettings(dataset="quadratic", nodes=3, rounds=5), tmp_path / "run").out
+    with BootstrapService(load_bootstrap_config(run / "bootstrap.toml")) as svc:  # CURVE, as `local` runs it
+        svc.start_in_thread()
+        public, secret = load_secret_key(run / "keys" / "node0.key_secret")
+        node0 = ClientCurve(load_public_key(run / "keys" / "bootstrap.key").decode(), public.decode(), secret.decode())
+        with BootstrapClient(svc.endpoint, timeout=2.0, retries=1, curve=node0) as client:
+            assert client.loading(0, fingerprint=svc.fingerprint, incarnation="a", public_key=public.decode())
+        result = CliRunner().invoke(status, ["--run-dir", str(run)])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0] == "run not started: 1/3 nodes live"
+        assert result.output.splitlines()[2].split()[:3] == ["0", "loading", "0"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ([], "give --bootstrap ADDRESS or --run-dir DIR"),
+    (["--bootstrap", "127.0.0.1:5550"], "'127.0.0.1:5550' has no '<transport>://' (expected tcp://HOST:PORT)"),
+    (["--bootstrap", "tcp://127.0.0.1"], "has no port: expected tcp://HOST:PORT"),
+])
+def test_status_refuses_what_is_no_address(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(status, args)
+    assert result.exit_code == 2 and needle in result.output
+    missing = CliRunner().invoke(status, ["--run-dir", str(tmp_path)])
+    assert missing.exit_code == 2 and "no bootstrap address in bootstrap/endpoint" in missing.output

@@ -178,11 +178,23 @@ def test_peernet_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_pa
 
 
 def test_peernet_data_env_falls_back_to_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An existing $PEERNET_DATA without this dataset may hold others: the system copy is used.
     system = tmp_path / "system"
     write_mnist_like(system / "mnist")
+    (tmp_path / "empty").mkdir()
     monkeypatch.setattr(datasets, "SYSTEM_DATA_ROOT", system)
     monkeypatch.setenv("PEERNET_DATA", str(tmp_path / "empty"))
     assert resolve_data_dir("mnist") == (system / "mnist").resolve()
+
+
+def test_peernet_data_env_that_is_no_directory_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A typo must not be skipped in favour of the system copy (which exists here).
+    system = tmp_path / "system"
+    write_mnist_like(system / "mnist")
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_ROOT", system)
+    monkeypatch.setenv("PEERNET_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=f"PEERNET_DATA={tmp_path / 'typo'} is not a directory"):
+        resolve_data_dir("mnist")
 
 
 def test_explicit_dir_beats_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,11 +94,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hosts = {f"n{k}": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                        "ansible_host": f"192.0.2.{10 + k}", "peernet_node_id": k} for k in range(3)}
     hosts["n2"]["peernet_node_port"] = 5700
+    hosts["n2"]["peernet_node_metrics_port"] = 9700
     inventory = write_json(tmp / "inventory.yml", {"all": {"children": {
         "bootstrap": {"hosts": {"n0": None}}, "nodes": {"hosts": hosts}}}})
     extra = write_json(tmp / "vars.yml", {"peernet_control_dir": str(control), "peernet_run_dir": str(run),
                                           "peernet_bin": str(VENV_BIN / "peernet"), "peernet_user": "root",
-                                          "peernet_data_dir": "/srv/data"})
+                                          "peernet_data_dir": "/srv/data", "peernet_metrics": True})
     (tmp / "render.yml").write_text(RENDER.format(deploy=DEPLOY))
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra}",
                            str(tmp / "render.yml")], capture_output=True, text=True, timeout=120,
@@ -118,12 +119,14 @@ def test_rendered_configs_are_what_peernet_reads(rendered: Path) -> None:
     node = load_node_config(rendered / "node2.toml")
     assert (node.id, node.listen, node.advertise) == (2, "tcp://0.0.0.0:5700", "192.0.2.12")
     assert node.bootstrap == "tcp://192.0.2.10:5550" and node.state_dir == str(rendered / "nodes" / "node2")
+    assert node.metrics_listen == "0.0.0.0:9700" and load_node_config(rendered / "node0.toml").metrics_listen == \
+        "0.0.0.0:9600"
     assert node.secret_key == str(rendered / "keys" / "node2.key_secret")
     # Inline: the host gets no bootstrap.key file, and the key is the control machine's.
     control_keys = rendered.parent / "control" / "keys"
     assert node.bootstrap_public_key == load_public_key(control_keys / "bootstrap.key").decode()
     boot = load_bootstrap_config(rendered / "bootstrap.toml")
-    assert boot.listen == "tcp://0.0.0.0:5550" and boot.max_nodes == 3
+    assert boot.listen == "tcp://0.0.0.0:5550" and boot.max_nodes == 3 and boot.metrics_listen == "0.0.0.0:9550"
     assert boot.client_keys_files == [str(rendered / "keys" / "operator.key")]
     assert boot.secret_key == str(rendered / "keys" / "bootstrap.key_secret")
 

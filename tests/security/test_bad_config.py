@@ -65,7 +65,8 @@ RUN_DEFECTS: list[tuple[str, str | None, str | None, str]] = [
     ("model-int", _toml(RUN, model="3"), "model", "expected str"),
     ("beta-range", _toml(RUN, beta="1.5"), "beta", "must be in [0, 1)"),
     ("lr-negative", _toml(RUN, lr="-1"), "lr", "must be > 0"),
-    ("rounds-negative", _toml(RUN, rounds="-1"), "rounds", "must be >= 0"),
+    ("rounds-negative", _toml(RUN, rounds="-1"), "rounds", "must be >= 1"),
+    ("rounds-zero", _toml(RUN, rounds="0"), "rounds", "must be >= 1"),
     ("algorithm-choice", _toml(RUN, algorithm='"adam"'), "algorithm", "is not one of"),
     ("missing", None, None, "file not found"),
 ]

@@ -70,7 +70,7 @@ def check_fields(obj: Any) -> None:
 
 
 #: Run settings added after runs were already being checkpointed: in the fingerprint only when not default.
-LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment")
+LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment", "clip_tau", "clip_tau_tracker")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,14 @@ class RunSettings:
                          "round)"})
     dtype: str | None = field(default=None, metadata=_choices(*DTYPE_NAMES)
                               | {"help": "parameter dtype (default float64 for quadratic, float32 otherwise)"})
+    clip_tau: float | None = field(default=None, metadata=bounds(gt=0, finite=True) | {"help": "ClippedGossip "
+                                   "radius τ: each neighbour's pull v_j − v_i on a gossiped tensor is scaled down "
+                                   "to Euclidean norm τ, so one member moves a neighbour by at most W_ij·τ per "
+                                   "round (docs/algorithms.md, Robust mixing); unset: plain gossip"})
+    clip_tau_tracker: float | None = field(default=None, metadata=bounds(gt=0, finite=True) | {"help": "τ for "
+                                           "the tracker tensor d of gradient- and momentum-tracking, whose scale "
+                                           "differs from the parameters' (default: clip_tau; set alone, only d "
+                                           "is clipped)"})
 
     def __post_init__(self) -> None:
         check_fields(self)

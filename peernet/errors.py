@@ -16,6 +16,7 @@
      │    └── BootstrapUnavailable   the bootstrap did not answer after the configured retries
      ├── BootstrapRejected      the bootstrap refused a registration (unknown id, duplicate, fingerprint)
      ├── CheckpointError        a checkpoint is missing, corrupt or from another run
+     ├── StateOutOfBounds       this node's own tensors left the magnitude bound: it stops rather than send them
      ├── LaunchError            a process of the local cluster failed to start or exited with an error
      ├── NetnsError             a namespace, nftables or tc command of the fault lab failed
      ├── ScenarioFailed         a chaos scenario's cluster failed or ran out of time
@@ -154,6 +155,16 @@ class BootstrapRejected(PeernetError):
 
 class CheckpointError(PeernetError):
     """A checkpoint is missing, corrupt or belongs to another run."""
+
+
+class StateOutOfBounds(PeernetError):
+    """This node's own round tensors hold NaN/Inf or values above ``max_abs``: its neighbours would reject them
+    and blame it, so it stops instead of sending them. ``suspects`` are the neighbours whose values exceeded
+    ours the most (the source of the push, or a node relaying it); the message says so."""
+
+    def __init__(self, message: str, suspects: tuple[int, ...] = ()) -> None:
+        self.suspects = suspects
+        super().__init__(message)
 
 
 class ScenarioFailed(PeernetError):

@@ -31,6 +31,8 @@ RUN_MARKERS = (LOCK_NAME, SETTINGS_NAME, STOPPED_NAME, "run.toml", "summary.json
 #: Settings that say where, not what: left out of the digest, so a run's settings.json, its run.toml (the
 #: topology as a file) and a copy collected from hosts (another data directory) all give the same digest.
 NOT_DIGESTED = ("data_dir", "topology", "nodes")
+#: Settings added after summaries carried the digest: digested only when set, so earlier results stay current.
+DIGESTED_WHEN_SET = ("clip_tau", "clip_tau_tracker")
 
 
 @dataclasses.dataclass
@@ -182,7 +184,8 @@ def resolved_settings(settings: RunSettings) -> dict[str, Any]:
 def settings_digest(settings: RunSettings) -> str:
     """Hash of what the run computes (resolved settings except NOT_DIGESTED); summaries and settings.json
     both carry it, so a summary left by another run is told apart from this run's."""
-    data = {k: v for k, v in resolved_settings(settings).items() if k not in NOT_DIGESTED}
+    data = {k: v for k, v in resolved_settings(settings).items()
+            if k not in NOT_DIGESTED and not (k in DIGESTED_WHEN_SET and v is None)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,8 @@ from peernet.config import RunSettings, load_run_settings
 from peernet.errors import ConfigError
 
 
-@pytest.mark.parametrize("key", ["lr", "weight_decay", "epochs", "alpha", "heterogeneity"])
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "epochs", "alpha", "heterogeneity", "clip_tau",
+                                 "clip_tau_tracker"])
 def test_infinite_floats_are_refused_naming_the_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"key '{key}': must be .*finite, got inf"):
         RunSettings(**{key: float("inf")})
@@ -38,3 +39,9 @@ def test_a_run_of_no_rounds_is_refused(args: list[str], needle: str) -> None:
 def test_evaluation_defaults_to_a_documented_subset() -> None:
     assert RunSettings().eval_samples == 2000
     assert "the last round's always uses all" in RunSettings.__dataclass_fields__["eval_samples"].metadata["help"]
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_a_clipping_radius_must_be_positive(value: float) -> None:
+    with pytest.raises(ConfigError, match="key 'clip_tau': must be > 0"):
+        RunSettings(clip_tau=value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -12,7 +14,14 @@ import pytest
 from peernet import __version__
 from peernet.config import RunSettings
 from peernet.errors import RunDirError
-from peernet.rundir import LOCK_NAME, claim_run_dir, run_record, settings_digest
+from peernet.rundir import (
+    DIGESTED_WHEN_SET,
+    LOCK_NAME,
+    claim_run_dir,
+    resolved_settings,
+    run_record,
+    settings_digest,
+)
 
 
 def tree(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -89,3 +98,15 @@ def test_settings_record_holds_resolved_values_version_and_commit() -> None:
     same = dataclasses.replace(settings, lr=0.05, data_dir="/elsewhere", topology="topology.toml", nodes=8)
     assert settings_digest(same) == record["settings_digest"]
     assert settings_digest(dataclasses.replace(settings, seed=1)) != record["settings_digest"]
+
+
+def test_clipping_enters_the_digest_and_fingerprint_only_when_set() -> None:
+    """Results and checkpoints of runs before ClippedGossip existed stay current; a clipped run is another run."""
+    settings = RunSettings(dataset="quadratic")
+    before = {k: v for k, v in resolved_settings(settings).items()
+              if k not in ("data_dir", "topology", "nodes", *DIGESTED_WHEN_SET)}
+    assert settings_digest(settings) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    for key in DIGESTED_WHEN_SET:
+        clipped = dataclasses.replace(settings, **{key: 1.0})
+        assert settings_digest(clipped) != settings_digest(settings)
+        assert clipped.fingerprint() != settings.fingerprint()

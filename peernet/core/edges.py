@@ -11,7 +11,8 @@ exhaustively and reasoned about on its own:
 * A used edge gets weight w = 1/(1 + max(δ_i, δ_j)) (Metropolis–Hastings over the declared degrees; the
   topology's own weight while both ends are complete), so W stays symmetric and doubly stochastic
   whatever subset of edges is used.
-* For tracking methods each end accumulates the edge's tracker flow F_ij += w (d_j − d_i).
+* For tracking methods each end accumulates the edge's tracker flow F_ij += w (d_j − d_i) (with ClippedGossip,
+  w · clip(d_j − d_i, τ): still F_ji = −F_ij, since clip is odd).
 * Dropping an edge (timeout, restart, catch-up) rolls its flow back out of the tracker, c_i −= F_ij,
   F_ij = 0, and bumps the epoch. A node that sees a higher epoch from its neighbour rolls back likewise and
   adopts it. Every edge whose flows differ between its ends therefore has a newer epoch on one side, and
@@ -84,7 +85,16 @@ class NodeEdges:
         """Add this round's tracker flow over the used edge (i, j): w (d_j − d_i)."""
         if not self.tracks:
             return
-        delta = (d_theirs - d_own).mul_(weight)
+        self._add_flow(j, (d_theirs - d_own).mul_(weight))
+
+    def record_pull(self, j: int, weight: float, pull: torch.Tensor) -> None:
+        """Add this round's flow when the mix used ``pull`` instead of d_j − d_i (ClippedGossip: the clipped
+        difference, peernet.core.clipping), so a rollback takes back exactly what was mixed in: w · pull."""
+        if not self.tracks:
+            return
+        self._add_flow(j, pull * weight)
+
+    def _add_flow(self, j: int, delta: torch.Tensor) -> None:
         if j in self.flow:
             self.flow[j].add_(delta)
         else:

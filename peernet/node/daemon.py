@@ -28,6 +28,7 @@ from peernet.config import (
     total_rounds,
 )
 from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
+from peernet.core.clipping import clip_radii
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
@@ -38,6 +39,7 @@ from peernet.errors import (
     CatchUp,
     PeernetError,
     RoundAbandoned,
+    StateOutOfBounds,
     TransportError,
 )
 from peernet.metrics.jsonl import MetricsWriter
@@ -115,7 +117,11 @@ class NodeDaemon:
             if not self.start(session):
                 log.info("stopped while waiting for the start signal")
                 return {**self._summary(session), "final_round": session.round, "finished": False}
-            self.train(session)
+            try:
+                self.train(session)
+            except StateOutOfBounds as exc:
+                self._out_of_bounds(session, exc)
+                raise
             return self.finish(session)
         finally:
             self.close(session)
@@ -174,7 +180,8 @@ class NodeDaemon:
                             policy=self.policy, tracked=algorithm.flow or None, max_abs=self.cfg.max_abs or None,
                             should_stop=self.stop_event.is_set, clock=self.wiring.clock, last_round=rounds,
                             degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours},
-                            trusted_endpoints=endpoints)
+                            trusted_endpoints=endpoints,
+                            clip=clip_radii(algorithm, self.settings.clip_tau, self.settings.clip_tau_tracker))
         exchange.restore_sent(self.saved_sent)
         return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
                        edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
@@ -362,9 +369,22 @@ class NodeDaemon:
         self._checkpoint(s, clean=True)
         if finished:
             s.exchange.goodbye(s.round)
+        return self._write_summary(s, {"finished": finished})
+
+    def _out_of_bounds(self, s: Session, exc: StateOutOfBounds) -> None:
+        """Our own tensors left the bound (a neighbour pushed us there): we sent nothing of it and stop. No
+        checkpoint of the poisoned state; the summary says why, and whose values led ours (docs/security.md)."""
+        log.error("stopping: %s", exc)
+        self._write_summary(s, {"finished": False, "stopped": "out_of_bounds", "error": str(exc),
+                                "suspects": list(exc.suspects)})
+
+    def _write_summary(self, s: Session, outcome: dict[str, Any]) -> dict[str, Any]:
+        """summary.json (and the exit record, the heartbeat's last state) with ``outcome``; returns the summary."""
+        finished = bool(outcome.get("finished"))
         ex = s.exchange
-        summary = {**self._summary(s), "final_round": s.round, "finished": finished, "dropped": dict(ex.dropped),
+        summary = {**self._summary(s), "final_round": s.round, **outcome, "dropped": dict(ex.dropped),
                    "max_rss_mb": peak_rss_mb(), "ignored": dict(ex.ignored), "faulty_neighbours": dict(ex.faulty),
+                   "self_over_bound": ex.self_over_bound, "neighbour_lead": dict(sorted(ex.lead.items())),
                    "timeouts": dict(ex.timeouts), "rollbacks": s.edges.rollbacks, "catchups": s.catchups,
                    "rejoined": s.crashed, "parameters_from": s.rejoin_source, "address_table": s.table_source,
                    "max_wait_s": ex.max_wait, **s.timing.summary(),

@@ -5,7 +5,8 @@ the adaptive deadline passes (the missing neighbours are then excluded: peernet.
 the next round are buffered, older ones and duplicates are ignored, and anything that fails validation is
 dropped and counted by reason while the node keeps running. A (re)started neighbour announces itself with
 ``hello``; we answer with our current round and resend the rounds we still hold, because what we sent to
-its previous incarnation was lost with it.
+its previous incarnation was lost with it. A node never sends what its neighbours would reject: its own tensors
+pass the same check first, or it stops (docs/security.md, "Blame").
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from dataclasses import replace
 
 import torch
 
+from peernet.core.clipping import clipped_mix_one, pulls
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
 from peernet.core.topology_limits import endpoint_problem
-from peernet.errors import CatchUp, CodecError, RoundAbandoned
+from peernet.errors import CatchUp, CodecError, RoundAbandoned, StateOutOfBounds
 from peernet.ratelimit import RateLimitedLog
 from peernet.transport import Transport
 from peernet.wire.codec import (
@@ -60,7 +62,8 @@ class Exchange:
                  policy: RoundPolicy | None = None, tracked: str | None = None, max_abs: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
                  last_round: int | None = None, degrees: Mapping[int, int] | None = None,
-                 trusted_endpoints: Mapping[int, str] | None = None) -> None:
+                 trusted_endpoints: Mapping[int, str] | None = None, clip: Mapping[str, float] | None = None
+                 ) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
@@ -80,6 +83,8 @@ class Exchange:
         self.trusted_endpoints = trusted_endpoints
         self.tracked = tracked
         self.max_abs = max_abs
+        # ClippedGossip radius per tensor name (peernet.core.clipping); a tensor not named is mixed plainly.
+        self.clip = dict(clip or {})
         self.should_stop = should_stop
         payload = sum(spec.nbytes for spec in layout.values())
         # Header is small; leave generous room for it but reject anything bigger than one round's tensors.
@@ -92,6 +97,12 @@ class Exchange:
         # Per neighbour: messages whose tensors were not finite or too large, or that could not be acted on.
         self.faulty: Counter[int] = Counter()
         self.timeouts: Counter[int] = Counter()  # per neighbour: rounds it was excluded from for missing the deadline
+        # Rounds in which our own tensors were over the bound (we stop at the first, so 0 or 1): never sent.
+        self.self_over_bound = 0
+        # Per neighbour: the most by which its values' magnitude ever exceeded ours (same round, same tensor).
+        # Who pushed us over the bound came in over the edge with the largest lead: the source or a relay of it.
+        self.lead: dict[int, float] = {}
+        self.peaks: dict[int, dict[int, dict[str, float]]] = {}  # round -> sender -> largest |v| per tensor
         self.neighbour_x: dict[int, torch.Tensor] = {}                  # last x received per neighbour
         self.seen_round: dict[int, int] = {}     # highest round announced by each neighbour (authenticated)
         self.replies: dict[int, int] = {}        # hello replies: neighbour -> its current round
@@ -189,7 +200,7 @@ class Exchange:
             self._drop("size", f"{size} bytes, at most {self.max_bytes} expected", routing_id)
             return
         try:
-            header, msg = self._decode(routing_id, frames, current_round)
+            header, msg, peaks = self._decode(routing_id, frames, current_round)
         except CodecError as exc:
             code = getattr(exc, "code", "kind")
             if code == "round" and frames:
@@ -205,12 +216,12 @@ class Exchange:
             self._drop("value", problem, routing_id)
             return
         try:
-            self._act(header, msg, current_round)
+            self._act(header, msg, peaks, current_round)
         except Exception as exc:  # nothing one message asks for may end the node: drop it, count it, blame it
             self.faulty[header.sender] += 1
             self._drop("handling", f"{header.kind} message could not be acted on: {exc!r}", routing_id)
 
-    def _act(self, header: Header, msg: Message | None, current_round: int) -> None:
+    def _act(self, header: Header, msg: Message | None, peaks: dict[str, float], current_round: int) -> None:
         if header.kind == "bye":
             self.byes.add(header.sender)
         elif header.kind == "ping":
@@ -218,7 +229,7 @@ class Exchange:
         elif msg is None:
             self._on_hello(header)
         else:
-            self._on_round(header, msg.tensors, current_round)
+            self._on_round(header, msg.tensors, peaks, current_round)
 
     def _implausible(self, header: Header) -> str | None:
         """Why a well-formed header carries values no honest peer of this run sends, or None if it does not."""
@@ -268,14 +279,15 @@ class Exchange:
         return None if self.joining else self.policy.rounds_ahead
 
     def _decode(self, routing_id: int, frames: list[memoryview], current_round: int
-                ) -> tuple[Header, Message | None]:
-        """The header, and for a round message its validated tensors; CodecError for anything malformed."""
+                ) -> tuple[Header, Message | None, dict[str, float]]:
+        """The header, and for a round message its validated tensors and their largest magnitudes; CodecError
+        for anything malformed."""
         if not frames:
             raise CodecError("empty message")
         expect = self._expect(current_round, ahead=self._ahead())
         header = decode_header(frames[0], expect)
         if header.kind in ("hello", "bye", "ping"):
-            return header, None
+            return header, None, {}
         if header.kind != "round":
             raise CodecError(f"unexpected message kind {header.kind!r}")
         # Every payload is validated, even one we will not use, so a malformed message is always dropped and
@@ -283,14 +295,18 @@ class Exchange:
         # received in place is not copied again.
         msg = decode(frames, expect, out=self._destination(routing_id, header, current_round))
         try:
-            check_finite(msg.tensors, self.max_abs)
+            peaks = check_finite(msg.tensors, self.max_abs)
         except CodecError:
+            # A neighbour sending NaN/Inf/absurd values is faulty: no honest node sends them, since one that finds
+            # its own tensors so stops instead (gossip, _check_own). So this blame never falls on a node that only
+            # relays what another pushed into it.
             if routing_id == header.sender:
-                self.faulty[routing_id] += 1  # a neighbour sending NaN/Inf/absurd values is faulty
+                self.faulty[routing_id] += 1
             raise
-        return header, msg
+        return header, msg, peaks
 
-    def _on_round(self, header: Header, tensors: dict[str, torch.Tensor], current_round: int) -> None:
+    def _on_round(self, header: Header, tensors: dict[str, torch.Tensor], peaks: dict[str, float],
+                  current_round: int) -> None:
         self._heard(header.sender, header.round)
         if self.joining:
             # Rejoining: the newest state of each neighbour (for rejoin = "average"); the message is also filed
@@ -307,6 +323,7 @@ class Exchange:
             decl = Declaration(live=live is True, epoch=header.epoch, degree=header.degree,
                                full=header.meta.get("full") is True)
             self.inbox.setdefault(header.round, {})[header.sender] = (tensors, decl)
+            self.peaks.setdefault(header.round, {})[header.sender] = peaks
 
     def _on_hello(self, header: Header) -> None:
         reply = header.meta.get("reply") is True
@@ -324,6 +341,8 @@ class Exchange:
             self.reset_this_round.add(header.sender)
             for held_round in self.inbox.values():
                 held_round.pop(header.sender, None)
+            for held_peaks in self.peaks.values():
+                held_peaks.pop(header.sender, None)
         # Tell it where we are, then send again what we sent its previous incarnation (lost with it): the
         # rounds we still hold from its round on, oldest first, or our newest one if it is further behind.
         self._send_to(header.sender, self._control("hello", self.current_round, reply=True))
@@ -460,16 +479,15 @@ class Exchange:
             # modifies a tensor it handed to its gossip (core/algorithms.py, tested), so what a neighbour
             # receives cannot change. A GPU or strided tensor is copied here, once.
             cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            own_peaks = self._check_own(round_, cpu)
             self.current_round = round_
             self._send_round(round_, cpu)
             received = self._collect(round_)
             t0, c0 = self.clock(), time.thread_time()
+            self._note_leads(own_peaks, self.peaks.pop(round_, {}))
             used = self._decide(round_, received)
             weights = {j: w for j, (_, w) in used.items()}
-            mixed = {k: mix_one(cpu[k].clone(), {j: used[j][0][k] for j in used}, weights) for k in cpu}
-            if self.tracked is not None and self.tracked in cpu:
-                for j in sorted(used):
-                    self.edges.record(j, weights[j], cpu[self.tracked], used[j][0][self.tracked])
+            mixed = {k: self._mix(k, cpu[k], {j: used[j][0][k] for j in used}, weights) for k in cpu}
             for j, (_, decl) in sorted(received.items()):
                 self.edges.sync(j, decl.epoch)  # after recording: a dropped edge takes this round's flow back too
             self.mix_seconds += self.clock() - t0
@@ -481,6 +499,50 @@ class Exchange:
             return {k: v.to(device) for k, v in mixed.items()}
 
         return gossip
+
+    def _mix(self, name: str, own: torch.Tensor, theirs: dict[int, torch.Tensor], weights: dict[int, float]
+             ) -> torch.Tensor:
+        """One tensor's mix (plain, or ClippedGossip when the run clips it), and for the tracker tensor each used
+        edge's flow, recorded as what was mixed in so that a rollback takes back exactly that."""
+        tau = self.clip.get(name)
+        tracked = name == self.tracked
+        if tau is None:
+            mixed = mix_one(own.clone(), theirs, weights)
+            if tracked:
+                for j in sorted(theirs):
+                    self.edges.record(j, weights[j], own, theirs[j])
+            return mixed
+        pulled = pulls(own, theirs, tau)
+        if tracked:
+            for j in sorted(pulled):
+                self.edges.record_pull(j, weights[j], pulled[j])
+        return clipped_mix_one(own, pulled, weights)
+
+    def _check_own(self, round_: int, tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Our round tensors' largest magnitudes; StateOutOfBounds when any is NaN/Inf or above ``max_abs``.
+
+        A neighbour would drop such a message and count us faulty, although we may only have been pushed there
+        by someone else's values. So we never send it: we count it, name the neighbours whose values led ours
+        the most (``lead``), and stop.
+        """
+        try:
+            return check_finite(tensors, self.max_abs)
+        except CodecError as exc:
+            self.self_over_bound += 1
+            top = max(self.lead.values(), default=0.0)
+            suspects = tuple(sorted(j for j, v in self.lead.items() if v == top and v > 0))
+            source = (f"the largest values came in from neighbour(s) {list(suspects)} (up to {top:.3g} above "
+                      "ours): the source, or a node relaying it" if suspects else "no neighbour's values ever led ours")
+            log.error("round %d: own tensors out of bounds (%s); not sent. %s", round_, exc, source)
+            raise StateOutOfBounds(f"round {round_}: this node's own tensors are out of bounds ({exc}); its "
+                                   f"neighbours would reject them and blame it, so it stops instead of sending "
+                                   f"them; {source} (docs/security.md, 'Blame')", suspects) from None
+
+    def _note_leads(self, own: Mapping[str, float], theirs: Mapping[int, Mapping[str, float]]) -> None:
+        """Keep, per neighbour, the most by which its values' magnitude exceeded ours this round."""
+        for j, peaks in theirs.items():
+            lead = max((peaks[k] - own[k] for k in peaks if k in own), default=-math.inf)
+            self.lead[j] = max(self.lead.get(j, -math.inf), lead)
 
     def _decide(self, round_: int, received: Mapping[int, tuple[dict[str, torch.Tensor], Declaration]],
                 ) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
@@ -546,6 +608,8 @@ class Exchange:
         got = dict(self.inbox.get(round_, {}))
         for old in [r for r in self.inbox if r <= round_]:
             del self.inbox[old]
+        for old in [r for r in self.peaks if r < round_]:  # this round's are read once the round is mixed
+            del self.peaks[old]
         return got
 
     def _went_on(self, j: int, round_: int) -> bool:
@@ -597,6 +661,8 @@ class Exchange:
         self.current_round = round_
         for old in [r for r in self.inbox if r < round_]:
             del self.inbox[old]
+        for old in [r for r in self.peaks if r < round_]:
+            del self.peaks[old]
 
 
 def _valid_endpoint(endpoint: object) -> bool:

@@ -15,12 +15,14 @@ node for image models on a CPU, where N ordinary calls beat one batched call (do
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
 
 from peernet.core.algorithms import Algorithm, HyperParams
 from peernet.core.churn import EdgeFlows
+from peernet.core.clipping import clipped_mix_rows
 from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
@@ -68,11 +70,16 @@ class Simulator:
     sparse product, several times faster on high-degree graphs) or ``auto`` (exact up to 32 nodes on a CPU).
     ``track_flows`` keeps the per-edge tracker flows that :meth:`crash` rolls back (on by
     default for tracking rules; it costs one ``(N, P)`` running sum).
+
+    ``clip`` maps gossiped tensor names to a ClippedGossip radius (peernet.core.clipping.clip_radii): those are
+    mixed row by row as the daemon mixes them, bit for bit, whatever ``mixing`` says. A pull is clipped by its
+    norm over the whole row, so the rule then runs on one column block (one thread); and the implicit flows of
+    churn.py hold only for linear mixing, so a clipped tracking run keeps none (no :meth:`crash`).
     """
 
     def __init__(self, task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,
                  mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None,
-                 mixing: str = "auto") -> None:
+                 mixing: str = "auto", clip: Mapping[str, float] | None = None) -> None:
         if topology.n != task.nodes:
             raise SimulationError(f"topology has {topology.n} nodes but the task was built for {task.nodes}")
         self.task, self.topology, self.algorithm, self.hp = task, topology, algorithm, hp
@@ -81,11 +88,13 @@ class Simulator:
         self.mixing_kernel = choose_mixing(mixing, topology.n, self.device)
         self.pool = WorkerPool(threads if self.device.type == "cpu" else 1)
         self.round = 0
+        self.clip = dict(clip or {})
         n, p = topology.n, task.dim
         x0 = task.initial_params().to(self.device)
-        # A GPU takes all columns at once; a CPU about 4 MiB per array per block, and one block per thread at least.
-        width = p if self.device.type != "cpu" else min(max(64, BLOCK_ELEMENTS // n),
-                                                        max(64, -(-p // self.pool.threads)))
+        # A GPU takes all columns at once, and so does clipping (its norms span the row); a CPU otherwise about
+        # 4 MiB per array per block, and one block per thread at least.
+        width = p if self.device.type != "cpu" or self.clip else min(max(64, BLOCK_ELEMENTS // n),
+                                                                     max(64, -(-p // self.pool.threads)))
 
         def stack() -> BlockStack:
             return BlockStack(n, p, width, x0.dtype, self.device)
@@ -99,6 +108,11 @@ class Simulator:
         self.alive = [True] * n
         self.edges = [(topology.index_of(a), topology.index_of(b)) for a, b in topology.edges]
         track = algorithm.tracks if track_flows is None else track_flows and algorithm.tracks
+        if track and self.clip:
+            if track_flows:
+                raise SimulationError("tracker flows (crash with rollback) are kept only for plain mixing, "
+                                      "not with clip_tau: clipped flows are not linear in the trackers")
+            track = False
         self.flows = EdgeFlows(self.mixing, stack()) if track else None
         self._groups = self._plan_groups()
 
@@ -153,13 +167,14 @@ class Simulator:
         """The rule on column block ``k`` of every node; the new parameters are written back in place."""
         x = self._X.block(k)
         state = {name: s.block(k) for name, s in self._state.items()}
-        flows, flow_name = self.flows, self.algorithm.flow
+        flows, flow_name, clip, rows = self.flows, self.algorithm.flow, self.clip, self.mixing.rows
         mix = self.mixing.mix if self.mixing_kernel == "exact" else self.mixing.mix_csr
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
             if flows is not None and flow_name in tensors:
                 flows.record(tensors[flow_name], k)
-            return {name: mix(v) for name, v in tensors.items()}
+            return {name: mix(v) if name not in clip else clipped_mix_rows(rows, v, clip[name])
+                    for name, v in tensors.items()}
 
         x_new = self.algorithm.step(x, state, self.grads.block(k), self.hp, gossip)
         x.copy_(x_new)

@@ -14,6 +14,7 @@ import torch
 from peernet.atomic import write_atomic
 from peernet.config import RunSettings, eval_interval, resolve_topology, scheduled_step_size, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
+from peernet.core.clipping import clip_radii
 from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
 from peernet.errors import SimulationError
@@ -43,8 +44,9 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
         task.to_device(dev)
     hp = HyperParams(lr=settings.step_size, beta=settings.beta, weight_decay=settings.weight_decay)
     # A simulate run never removes nodes, so it keeps no tracker-flow bookkeeping (one (N, P) sum less).
-    sim = Simulator(task, topology, get_algorithm(settings.algorithm), hp, mode=mode, threads=threads,
-                    track_flows=False)
+    algorithm = get_algorithm(settings.algorithm)
+    sim = Simulator(task, topology, algorithm, hp, mode=mode, threads=threads, track_flows=False,
+                    clip=clip_radii(algorithm, settings.clip_tau, settings.clip_tau_tracker))
     rounds = total_rounds(settings, task.rounds_per_epoch)
     out = Path(out_dir) if out_dir is not None else None
     writer = None

@@ -246,14 +246,19 @@ def tensor_frames(tensors: Mapping[str, torch.Tensor]) -> list[memoryview]:
     return frames
 
 
-def check_finite(tensors: Mapping[str, torch.Tensor], max_abs: float | None = None) -> None:
-    """Raise CodecError ("nonfinite") on NaN/±Inf, or ("magnitude") on any |value| > ``max_abs``."""
+def check_finite(tensors: Mapping[str, torch.Tensor], max_abs: float | None = None) -> dict[str, float]:
+    """Raise CodecError ("nonfinite") on NaN/±Inf, or ("magnitude") on any |value| > ``max_abs``; else return
+    each tensor's largest magnitude (0 for an empty one), which the exchange uses to tell who pushed whom."""
+    peaks: dict[str, float] = {}
     for name, tensor in tensors.items():
         if tensor.numel() == 0:
+            peaks[name] = 0.0
             continue
         # One reduction pass with no temporary the size of the tensor; aminmax propagates NaN.
         low, high = (float(v) for v in torch.aminmax(tensor.detach()))
         if not (math.isfinite(low) and math.isfinite(high)):
             reject("nonfinite", f"non-finite values in {name!r}")
-        if max_abs is not None and max(-low, high) > max_abs:
-            reject("magnitude", f"values in {name!r} exceed max_abs {max_abs:g} (|v| up to {max(-low, high):g})")
+        peaks[name] = max(-low, high)
+        if max_abs is not None and peaks[name] > max_abs:
+            reject("magnitude", f"values in {name!r} exceed max_abs {max_abs:g} (|v| up to {peaks[name]:g})")
+    return peaks

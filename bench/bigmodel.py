@@ -34,7 +34,7 @@ def run(*, nodes: int, rounds: int, batch: int, curve: bool, skip: int, model: s
                "--nodes", str(nodes), "--topology", "ring", "--algorithm", "momentum-tracking",
                "--rounds", str(rounds), "--batch-size", str(batch), "--eval-every", str(rounds),
                "--eval-samples", "200", "--out", str(out), "--quiet", "--json",
-               "--curve" if curve else "--no-curve"]
+               "--curve" if curve else "--no-curve", "--transport", "tcp"]  # compared with the wire's tcp rows
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
         if res.returncode != 0:
             raise SystemExit(f"peernet local failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")

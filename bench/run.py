@@ -131,7 +131,8 @@ def render_bigmodel(big: dict[str, Any], wire: dict[str, Any]) -> list[str]:
     curve = {row["size_mb"]: row["gbps_median"] for row in wire["results"] if row["method"] == "peernet-curve"}
     rate = {False: plain.get(max(plain, default=0)), True: curve.get(max(curve, default=0))}
     lines = ["", "## A big model end to end (`python -m bench.bigmodel`)", "",
-             f"Measured {big.get('date', '?')}. `peernet local`: {big['nodes']} daemons on this machine, "
+             f"Measured {big.get('date', '?')}. `peernet local --transport tcp`: {big['nodes']} daemons on this "
+             "machine, "
              f"{big['model']} (GroupNorm) on Fashion-MNIST, ring, Momentum Tracking, batch {big['batch_size']}, "
              f"{big['rounds']} rounds; per node and round after the first {big['skip']} (medians, seconds). "
              "'bytes ÷ wire' is the round's received bytes at the wire benchmark's median 44 MB rate for the same "

@@ -164,8 +164,8 @@ def _finish(settings: RunSettings, cluster: LocalCluster, codes: dict[int, int |
 def ipc_endpoints(run_dir: Path, ids: Iterable[int], *, required: bool = True, create: bool = True
                   ) -> dict[int, str]:
     """``ipc://`` listen endpoints for the nodes, in ``run_dir/sockets`` (made if ``create``). A path longer than
-    a Unix socket path may be (the topology rule's limit) raises LaunchError when ``required``, else gives {}
-    (TCP, the default)."""
+    a Unix socket path may be (the topology rule's limit) raises LaunchError when ``required`` (--transport ipc),
+    else gives {}: the nodes then listen on loopback TCP (--transport auto)."""
     from peernet.core.topology_limits import endpoint_problem
 
     sockets = (run_dir / "sockets").resolve()

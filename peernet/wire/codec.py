@@ -175,13 +175,17 @@ def payload_views(specs: tuple[TensorSpec, ...], out: Mapping[str, torch.Tensor]
 
     Raises CodecError for destinations that do not match ``specs`` (as :func:`decode` would)."""
     dest = _destinations(specs, out)
+    return [chunk for spec in specs for chunk in _chunks(_byte_view(dest[spec.name]).data, spec.nbytes)]
+
+
+def _chunks(data: memoryview, nbytes: int) -> list[memoryview]:
+    """``data`` (a tensor's ``nbytes`` bytes) cut into its payload frames, as views: the one chunking rule that
+    sending (tensor_frames) and receiving in place (payload_views) share."""
     views: list[memoryview] = []
-    for spec in specs:
-        flat = _byte_view(dest[spec.name]).data
-        offset = 0
-        for length in chunk_lengths(spec.nbytes):
-            views.append(flat[offset : offset + length])
-            offset += length
+    offset = 0
+    for length in chunk_lengths(nbytes):
+        views.append(data[offset : offset + length])
+        offset += length
     return views
 
 
@@ -236,14 +240,7 @@ def encode(header: Header, tensors: Mapping[str, torch.Tensor]) -> list[bytes | 
 def tensor_frames(tensors: Mapping[str, torch.Tensor]) -> list[memoryview]:
     """The frames after the header (what ``encode`` puts after frame 0): each tensor's bytes in iteration order,
     in chunks of at most CHUNK_BYTES; views of the tensors' memory when they are contiguous CPU tensors."""
-    frames: list[memoryview] = []
-    for spec in specs_of(tensors):
-        data = _send_view(tensors[spec.name])
-        offset = 0
-        for length in chunk_lengths(spec.nbytes):
-            frames.append(data[offset : offset + length])
-            offset += length
-    return frames
+    return [chunk for spec in specs_of(tensors) for chunk in _chunks(_send_view(tensors[spec.name]), spec.nbytes)]
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], max_abs: float | None = None) -> dict[str, float]:

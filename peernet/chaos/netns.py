@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
 from peernet.errors import NetnsError
 from peernet.interrupts import deferred_signals
+from peernet.node.preflight import lab_tools_problem
 from peernet.procs import Reaper
 
 log = logging.getLogger("peernet.chaos")
@@ -26,11 +26,9 @@ def _run(cmd: Sequence[str]) -> None:
 
 def check_available(reaper: Reaper | None = None) -> str | None:
     """Why a lab cannot be built here, or None when it can (``reaper``: told of the probe namespace)."""
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool in ("ip", "nft", "tc"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (Debian: iproute2, nftables)"
+    problem = lab_tools_problem()
+    if problem is not None:
+        return problem
     # Root in a container may still lack the capability to make namespaces: try one.
     probe = f"pnprobe{os.getpid() % 100000}"
     if reaper is not None:

@@ -19,6 +19,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 POSITIVE = bounds(gt=0, finite=True)
 
 
+#: Node config keys a launcher (``peernet local``, ``chaos``, an in-process run) sets for each node itself: node
+#: options that set them would be overridden or, like a fixed listen port, make every node of the host collide.
+LAUNCHER_KEYS = ("id", "run", "listen", "advertise", "bootstrap", "state_dir", "secret_key", "bootstrap_public_key",
+                 "bootstrap_public_key_file")
+
 @dataclass(frozen=True)
 class NodeConfig:
     """One node: who it is, where it listens, which run it belongs to, where it keeps its state."""

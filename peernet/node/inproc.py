@@ -22,7 +22,7 @@ from peernet.bootstrap.config import load_bootstrap_config
 from peernet.bootstrap.service import BootstrapService
 from peernet.config import RunSettings
 from peernet.errors import BootstrapUnavailable, ConfigError, LaunchError, NodeKilled, TransportError
-from peernet.node.config import NodeConfig, node_config_from_mapping
+from peernet.node.config import LAUNCHER_KEYS, NodeConfig, node_config_from_mapping
 from peernet.node.daemon import NodeDaemon
 from peernet.node.launcher import LocalCluster
 from peernet.node.wiring import Wiring
@@ -31,18 +31,13 @@ from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Place, Tran
 log = logging.getLogger("peernet.inproc")
 
 
-#: Node config keys an in-process run sets itself; options may not override them.
-RESERVED = ("id", "run", "listen", "advertise", "bootstrap", "state_dir", "secret_key", "bootstrap_public_key",
-            "bootstrap_public_key_file")
-
-
 def build_node_config(out: Path, state_dir: Path, node_id: int, bootstrap: str, options: Mapping[str, Any], *,
                       source: str | None = None) -> NodeConfig:
     """A node config for an in-process run: ``mem://<id>``, the run directory's run.toml, ``options`` parsed
     (and checked) as the keys of a node TOML file would be, ``[faults]`` included. ``source`` names where the
     options came from, for error messages."""
     source = source or f"node {node_id} options"
-    reserved = sorted(set(options) & set(RESERVED))
+    reserved = sorted(set(options) & set(LAUNCHER_KEYS))
     if reserved:
         raise ConfigError("set by the in-process run itself; leave it out", file=source, key=reserved[0])
     return node_config_from_mapping({"id": node_id, "run": str(out / "run.toml"), "listen": f"mem://{node_id}",

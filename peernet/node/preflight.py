@@ -12,11 +12,6 @@ from peernet.config import RunSettings, resolve_topology
 from peernet.core.topology import Topology
 from peernet.errors import ConfigError, NetnsError
 
-#: Node config keys the launcher sets for each node itself: node options that set them would be overridden
-#: or, like a fixed listen port, make every node of the host collide.
-RESERVED = ("id", "run", "listen", "advertise", "bootstrap", "state_dir", "secret_key", "bootstrap_public_key",
-            "bootstrap_public_key_file")
-
 
 def preflight(settings: RunSettings, node_options: Mapping[str, Any], *, source: str = "node options",
               section: str = "", keys_dir: Path | None = None, network: bool = False) -> Topology:
@@ -52,12 +47,12 @@ def check_task(settings: RunSettings, nodes: int) -> None:
 def check_node_options(options: Mapping[str, Any], source: str, section: str = "") -> None:
     """Node options as a node will parse them (NodeConfig: keys, types, ranges, [faults]); errors name ``source``
     and the key, under ``section`` (e.g. a scenario's ``nodes``)."""
-    from peernet.node.config import node_config_from_mapping
+    from peernet.node.config import LAUNCHER_KEYS, node_config_from_mapping
 
     def where(key: str | None) -> str | None:
         return f"{section}.{key}" if section and key else key
 
-    reserved = sorted(set(options) & set(RESERVED))
+    reserved = sorted(set(options) & set(LAUNCHER_KEYS))
     if reserved:
         raise ConfigError("set by the launcher for each node; leave it out", file=source, key=where(reserved[0]))
     try:
@@ -78,10 +73,19 @@ def check_key_files(keys_dir: Path) -> None:
         load_secret_key(path)
 
 
-def check_lab_tools() -> None:
-    """Root and the tools a network lab needs (whether namespaces can be made is tried when the lab opens)."""
+def lab_tools_problem() -> str | None:
+    """Why this host lacks root or a tool a network lab needs (ip, nft, tc), or None; whether namespaces can
+    really be made is tried when the lab opens (peernet.chaos.netns.check_available)."""
     if os.geteuid() != 0:
-        raise NetnsError("the scenario's [network] needs root: network namespaces, nftables and tc")
+        return "network namespaces need root"
     missing = [tool for tool in ("ip", "nft", "tc") if shutil.which(tool) is None]
     if missing:
-        raise NetnsError(f"the scenario's [network] needs {', '.join(missing)} (Debian: iproute2, nftables)")
+        return f"{', '.join(f'`{tool}`' for tool in missing)} not installed (Debian: iproute2, nftables)"
+    return None
+
+
+def check_lab_tools() -> None:
+    """Root and the tools a network lab needs, before anything starts."""
+    problem = lab_tools_problem()
+    if problem is not None:
+        raise NetnsError(f"the scenario's [network] cannot run here: {problem}")

@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.daemons import ROOT, records
+from bench.daemons import ROOT
+from peernet.metrics.jsonl import read_jsonl
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    return [r for r in records(path) if r.get("event") == "round"]
+    return [r for r in read_jsonl(path) if r.get("event") == "round"]
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peernet.metrics.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The tree the issue measured (before the lean data path and the clone-free round).
 BEFORE_REF = "350ba72"
@@ -38,20 +40,10 @@ def bare_torch_rss_mb() -> float:
     return float(res.stdout.strip())
 
 
-def records(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def node_round_figures(state_dir: Path) -> dict[str, float]:
     """One node's median ms per round (from consecutive round timestamps) and the part outside compute, wait and
     mix (the issue's definition: it includes evaluations and checkpoints)."""
-    rounds = [r for r in records(state_dir / "metrics.jsonl") if r.get("event") == "round"]
+    rounds = [r for r in read_jsonl(state_dir / "metrics.jsonl") if r.get("event") == "round"]
     gaps, outside = [], []
     for prev, rec in itertools.pairwise(rounds):
         gap = rec["time"] - prev["time"]

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 def local(out: str | None, force: bool, checkpoint_every: int, timeout: float | None, as_json: bool, quiet: bool,
           curve: bool, transport: str, resume: str | None, devices: str | None, metrics_port: int | None,
           **kwargs: Any) -> None:
-    """Run a real cluster on 127.0.0.1: one bootstrap and one daemon process per node, random free ports.
+    """Run a real cluster on this machine: one bootstrap and one daemon process per node (Unix sockets or loopback TCP).
 
     Takes the same settings as `peernet simulate`; the --json summary has the same keys. Data, model,
     topology and node options are checked before anything is written or started, with simulate's messages.

@@ -10,6 +10,7 @@ pure function of the seed, the settings and the scenario.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 
@@ -43,7 +44,13 @@ class Baton:
     def wait(self, pid: int, seconds: float, ready: Callable[[], bool]) -> None:
         """Give the baton away until ``ready()`` holds or ``seconds`` of virtual time passed; then hold it again."""
         with self._cond:
-            self._waiting[pid] = (self._now + max(seconds, 0.0), ready)
+            wake = self._now + max(seconds, 0.0)
+            if seconds > 0 and wake <= self._now:
+                # A wait shorter than half the clock's last bit (what is left of a deadline computed in another
+                # order, e.g. 19.7 + 0.1 - 19.79999...) would not move the clock, and a participant that waits
+                # "until the deadline" in a loop would spin at that instant for ever: move it by one ulp at least.
+                wake = math.nextafter(self._now, math.inf)
+            self._waiting[pid] = (wake, ready)
             self._pass_on(pid)
             self._await(pid)
 

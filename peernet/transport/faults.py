@@ -242,7 +242,12 @@ class FaultyTransport:
         """Wait up to ``timeout`` seconds for one message, releasing delayed outgoing ones on time meanwhile."""
         # Timeouts and the fault schedule both follow self._clock: the daemon passes its own (virtual time
         # in the protocol simulator, where the inner transport's waits advance that clock).
-        deadline = self._clock() + max(timeout, 0.0)
+        now = self._clock()
+        deadline = now + max(timeout, 0.0)
+        if timeout > 0 and deadline <= now:
+            # The rest of a caller's wait can be smaller than the clock's last bit (virtual time far from zero):
+            # waiting for nothing would leave the caller's deadline a hair away for ever, so wait one ulp.
+            deadline = math.nextafter(now, math.inf)
         while True:
             self.pump()
             wait = deadline - self._clock()

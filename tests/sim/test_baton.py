@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 from peernet.sim.baton import Baton
@@ -60,3 +61,17 @@ def test_a_ready_participant_runs_before_time_advances() -> None:
     for t in threads:
         t.join(10.0)
     assert seen == [0.0]  # woken by the message at once, not after its 100 s timeout
+
+
+def test_a_wait_below_the_clocks_resolution_still_moves_time() -> None:
+    """A positive wait moves virtual time by one ulp at least: a protocol run once froze at 19.7 s, where every
+    node waited for the last 1.8e-15 s of its deadline and 19.7 + 1.8e-15 == 19.7."""
+    baton = Baton([0])
+    baton.enter(0)
+    baton.wait(0, 19.7, lambda: False)
+    assert baton.now() == 19.7
+    baton.wait(0, 1e-16, lambda: False)
+    assert baton.now() > 19.7
+    baton.wait(0, 0.0, lambda: False)  # a zero wait still takes no time
+    assert baton.now() == math.nextafter(19.7, math.inf)
+    baton.leave(0)

@@ -41,3 +41,10 @@ def test_without_faults_it_equals_the_simulator(tmp_path: Path) -> None:
     x_sim = torch.load(tmp_path / "s" / "final_params.pt", weights_only=True)["params"]
     assert float((_params(tmp_path / "p", list(range(6))) - x_sim).abs().max()) <= 1e-12
     assert summary["virtual_seconds"] < 1.0  # nobody ever waited for a deadline
+
+
+def test_a_wait_that_ends_a_fraction_of_an_ulp_away_does_not_freeze_the_run(tmp_path: Path) -> None:
+    """These faults once froze the run at round 14: every node waited for the last 1.8e-15 s of its deadline,
+    which at 19.7 virtual seconds the clock cannot add, so time never moved again."""
+    summary = run_protocol(QUAD, tmp_path, node_options={"faults": {"seed": 5, "drop": 0.05}}, progress=False)
+    assert summary["finished_nodes"] == 6

@@ -20,7 +20,7 @@ from peernet.node.launcher import LocalCluster
 from tests.clusters import wait_for_round
 
 PREFIX = temp_prefix(CHECKPOINT_NAME)
-KILLS = 16
+KILLS = 10
 EVERY = 2
 VICTIM = 1
 # A larger problem than usual so that writing a checkpoint takes a measurable share of each round (and a step

@@ -60,7 +60,7 @@ def test_killing_the_bootstrap_after_start_does_not_stop_training(make_cluster: 
 
 
 def _stranger_config(cluster: LocalCluster, tmp_path: Path, node_id: int, run_overrides: dict[str, Any],
-                     topology_nodes: int | None = None) -> Path:
+                     topology_nodes: int | None = None, retries: int = 3) -> Path:
     """The config of a node whose own run settings differ as given (its node.toml)."""
     from peernet.core.topology import generate
     from peernet.topology_files import save_topology
@@ -83,7 +83,8 @@ def _stranger_config(cluster: LocalCluster, tmp_path: Path, node_id: int, run_ov
     run["topology"] = "topology.toml"
     write_toml(d / "run.toml", run)
     write_toml(d / "node.toml", {"id": node_id, "run": "run.toml", "bootstrap": cluster.address,
-                                 "state_dir": "state", "bootstrap_timeout": 2.0, "secret_key": str(secret),
+                                 "state_dir": "state", "bootstrap_timeout": 2.0, "bootstrap_retries": retries,
+                                 "secret_key": str(secret),
                                  "bootstrap_public_key_file": str(cluster.out / "keys" / "bootstrap.key")})
     return d / "node.toml"
 
@@ -97,7 +98,7 @@ def test_bootstrap_rejections_are_printed_and_exit_nonzero(make_cluster: Any, tm
 
     configs = [_stranger_config(cluster, tmp_path, 1, {"lr": 0.01}),
                # A key the bootstrap does not know gets no answer at all (the CURVE handshake fails): exit status 4.
-               _stranger_config(cluster, tmp_path, 3, {}, topology_nodes=4),
+               _stranger_config(cluster, tmp_path, 3, {}, topology_nodes=4, retries=1),
                _stranger_config(cluster, tmp_path, 0, {})]
     with ThreadPoolExecutor(len(configs)) as pool:  # independent of each other: all three at once
         fingerprint, unknown, duplicate = pool.map(lambda c: run_cli(["node", "--config", str(c)], timeout=120),

@@ -23,6 +23,8 @@ DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "quadratic")
 MODEL_NAMES = ("mlp", "lenet", "vgg11", "resnet20")
 PARTITION_NAMES = ("iid", "classes", "dirichlet")
 DTYPE_NAMES = ("float32", "float64")
+#: peernet.core.compressors.COMPRESSORS, repeated here so that reading settings does not load torch.
+COMPRESSION_NAMES = ("none", "fp16", "bf16", "topk", "randk", "lowrank")
 
 
 def _choices(*names: str) -> dict[str, Any]:
@@ -70,7 +72,8 @@ def check_fields(obj: Any) -> None:
 
 
 #: Run settings added after runs were already being checkpointed: in the fingerprint only when not default.
-LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment", "clip_tau", "clip_tau_tracker")
+LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment", "clip_tau", "clip_tau_tracker", "compression",
+              "compression_ratio", "compression_rank", "consensus_step")
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,35 @@ class RunSettings:
                                            "the tracker tensor d of gradient- and momentum-tracking, whose scale "
                                            "differs from the parameters' (default: clip_tau; set alone, only d "
                                            "is clipped)"})
+    compression: str = field(default="none", metadata=_choices(*COMPRESSION_NAMES) | {"help": "compressed "
+                             "gossip with public copies (CHOCO): each node sends the compressed change of its public "
+                             "copy; fp16/bf16 = cast, topk/randk = a fraction of the entries, lowrank = PowerSGD "
+                             "factors of each weight matrix; tracking stays exact (docs/algorithms.md, Compressed "
+                             "exchange)"})
+    compression_ratio: float | None = field(default=None, metadata=bounds(gt=0, le=1) | {"help": "fraction of "
+                                            "the entries topk and randk send each round (default 0.1)"})
+    compression_rank: int | None = field(default=None, metadata=bounds(ge=1) | {"help": "rank of lowrank's "
+                                         "factors (default 2)"})
+    consensus_step: float | None = field(default=None, metadata=bounds(gt=0, le=1) | {"help": "consensus step γ "
+                                         "of compressed gossip: mixed = v + γ Σ_j W_ij (x̂_j − x̂_i); default from the "
+                                         "fraction ρ of entries sent: 1 for fp16/bf16, 1 − (1 − ρ)³ topk, ρ/2 randk, "
+                                         "ρ lowrank (docs/algorithms.md)"})
 
     def __post_init__(self) -> None:
         check_fields(self)
+        self._check_compression()
+
+    def _check_compression(self) -> None:
+        """Compression keys only where they act: a key that would change nothing is a mistake worth naming."""
+        uses = {"compression_ratio": ("topk", "randk"), "compression_rank": ("lowrank",),
+                "consensus_step": COMPRESSION_NAMES[1:]}
+        for key, compressors in uses.items():
+            if getattr(self, key) is not None and self.compression not in compressors:
+                raise ConfigError(f"applies only with compression = {' or '.join(compressors)}, not "
+                                  f"{self.compression!r}", key=key)
+        if self.compression != "none" and (self.clip_tau is not None or self.clip_tau_tracker is not None):
+            raise ConfigError("cannot be combined with clip_tau / clip_tau_tracker (ClippedGossip clips pulls of "
+                              "the values, compressed gossip mixes public copies)", key="compression")
 
     @property
     def step_size(self) -> float:

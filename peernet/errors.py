@@ -121,6 +121,10 @@ class AlgorithmError(PeernetError):
     """Unknown algorithm name or optimizer state that does not fit the rule."""
 
 
+class CompressionError(AlgorithmError):
+    """A compressor got settings it cannot use, or a message that does not fit its tensor."""
+
+
 class SimulationError(PeernetError):
     """The simulator cannot run the requested setting."""
 

@@ -33,6 +33,9 @@ RUN_MARKERS = (LOCK_NAME, SETTINGS_NAME, STOPPED_NAME, "run.toml", "summary.json
 NOT_DIGESTED = ("data_dir", "topology", "nodes")
 #: Settings added after summaries carried the digest: digested only when set, so earlier results stay current.
 DIGESTED_WHEN_SET = ("clip_tau", "clip_tau_tracker")
+#: The same for later keys whose default is not None: digested only when not at their default.
+DIGESTED_UNLESS_DEFAULT = ("compression", "compression_ratio", "compression_rank", "consensus_step")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)}
 
 
 @dataclasses.dataclass
@@ -185,7 +188,8 @@ def settings_digest(settings: RunSettings) -> str:
     """Hash of what the run computes (resolved settings except NOT_DIGESTED); summaries and settings.json
     both carry it, so a summary left by another run is told apart from this run's."""
     data = {k: v for k, v in resolved_settings(settings).items()
-            if k not in NOT_DIGESTED and not (k in DIGESTED_WHEN_SET and v is None)}
+            if k not in NOT_DIGESTED and not (k in DIGESTED_WHEN_SET and v is None)
+            and not (k in DIGESTED_UNLESS_DEFAULT and v == _DEFAULTS[k])}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -15,6 +15,7 @@ from peernet import __version__
 from peernet.config import RunSettings
 from peernet.errors import RunDirError
 from peernet.rundir import (
+    DIGESTED_UNLESS_DEFAULT,
     DIGESTED_WHEN_SET,
     LOCK_NAME,
     claim_run_dir,
@@ -104,7 +105,7 @@ def test_clipping_enters_the_digest_and_fingerprint_only_when_set() -> None:
     """Results and checkpoints of runs before ClippedGossip existed stay current; a clipped run is another run."""
     settings = RunSettings(dataset="quadratic")
     before = {k: v for k, v in resolved_settings(settings).items()
-              if k not in ("data_dir", "topology", "nodes", *DIGESTED_WHEN_SET)}
+              if k not in ("data_dir", "topology", "nodes", *DIGESTED_WHEN_SET, *DIGESTED_UNLESS_DEFAULT)}
     assert settings_digest(settings) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     for key in DIGESTED_WHEN_SET:
         clipped = dataclasses.replace(settings, **{key: 1.0})

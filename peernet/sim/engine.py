@@ -23,6 +23,7 @@ import torch
 from peernet.core.algorithms import Algorithm, HyperParams
 from peernet.core.churn import EdgeFlows
 from peernet.core.clipping import clipped_mix_rows
+from peernet.core.compressed_gossip import StackedCompressedGossip
 from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
 from peernet.errors import SimulationError
@@ -75,11 +76,17 @@ class Simulator:
     mixed row by row as the daemon mixes them, bit for bit, whatever ``mixing`` says. A pull is clipped by its
     norm over the whole row, so the rule then runs on one column block (one thread); and the implicit flows of
     churn.py hold only for linear mixing, so a clipped tracking run keeps none (no :meth:`crash`).
+
+    ``compression`` runs every gossip as compressed gossip with public copies (peernet.core.compressed_gossip),
+    the daemon's steps on node-stacked tensors. Compressors such as top-k need a node's whole row, so the rule
+    then runs on one column block too. The tracker flows stay linear — in the public copies, ``γ W_ij (d̂_j − d̂_i)``
+    — so :meth:`crash` rolls them back as with plain mixing.
     """
 
     def __init__(self, task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,
                  mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None,
-                 mixing: str = "auto", clip: Mapping[str, float] | None = None) -> None:
+                 mixing: str = "auto", clip: Mapping[str, float] | None = None,
+                 compression: StackedCompressedGossip | None = None) -> None:
         if topology.n != task.nodes:
             raise SimulationError(f"topology has {topology.n} nodes but the task was built for {task.nodes}")
         self.task, self.topology, self.algorithm, self.hp = task, topology, algorithm, hp
@@ -89,12 +96,17 @@ class Simulator:
         self.pool = WorkerPool(threads if self.device.type == "cpu" else 1)
         self.round = 0
         self.clip = dict(clip or {})
+        self.compression = compression
+        if compression is not None and self.clip:
+            raise SimulationError("clip_tau and compression cannot be combined: ClippedGossip clips pulls of the "
+                                  "values, compressed gossip mixes public copies")
         n, p = topology.n, task.dim
         x0 = task.initial_params().to(self.device)
-        # A GPU takes all columns at once, and so does clipping (its norms span the row); a CPU otherwise about
-        # 4 MiB per array per block, and one block per thread at least.
-        width = p if self.device.type != "cpu" or self.clip else min(max(64, BLOCK_ELEMENTS // n),
-                                                                     max(64, -(-p // self.pool.threads)))
+        # A GPU takes all columns at once, and so do clipping (its norms span the row) and compression (top-k and
+        # low rank look at the whole row); a CPU otherwise about 4 MiB per array per block, one block per thread
+        # at least.
+        whole_rows = self.device.type != "cpu" or self.clip or compression is not None
+        width = p if whole_rows else min(max(64, BLOCK_ELEMENTS // n), max(64, -(-p // self.pool.threads)))
 
         def stack() -> BlockStack:
             return BlockStack(n, p, width, x0.dtype, self.device)
@@ -169,8 +181,14 @@ class Simulator:
         state = {name: s.block(k) for name, s in self._state.items()}
         flows, flow_name, clip, rows = self.flows, self.algorithm.flow, self.clip, self.mixing.rows
         mix = self.mixing.mix if self.mixing_kernel == "exact" else self.mixing.mix_csr
+        compression, round_ = self.compression, self.round
 
         def gossip(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+            if compression is not None:
+                mixed, copies = compression.exchange(tensors, round_, mix)
+                if flows is not None and flow_name in copies:  # edge (i, j) moved γ·W_ij (d̂_j − d̂_i) this round
+                    flows.record(copies[flow_name] * compression.gamma, k)
+                return mixed
             if flows is not None and flow_name in tensors:
                 flows.record(tensors[flow_name], k)
             return {name: mix(v) if name not in clip else clipped_mix_rows(rows, v, clip[name])

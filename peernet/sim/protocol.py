@@ -48,6 +48,7 @@ class ScheduledTransport(WrappedTransport):
     def __init__(self, inner: MemoryTransport, baton: Baton, progress: Callable[[], int],
                  die_after: int | None = None) -> None:
         super().__init__(inner)
+        self.memory = inner  # typed as what it is: the waits ask it whether anything is pending
         self.baton = baton
         self.progress = progress
         self.die_after = die_after
@@ -65,7 +66,7 @@ class ScheduledTransport(WrappedTransport):
         # Nothing to read: hand the baton on, even for a zero timeout. Computation takes no virtual time, so a
         # node that awaits nobody (every neighbour excluded) and only peeks at its socket would otherwise run
         # round after round alone while the others never get a turn.
-        self.baton.wait(self.node_id, max(timeout, 0.0), self.inner.pending)
+        self.baton.wait(self.node_id, max(timeout, 0.0), self.memory.pending)
         self._check()
         return self.inner.recv(0.0, place)
 
@@ -100,6 +101,9 @@ def run_protocol(settings: RunSettings, out_dir: str | Path, *, node_options: Ma
 
     Returns the merged summary (the keys of ``peernet simulate --json``) plus the protocol's own counters.
     """
+    if settings.compression != "none":  # the daemons do not compress yet: they would run plain gossip silently
+        raise SimulationError(f"compression = {settings.compression!r} runs in the vectorized and loop modes only; "
+                              "the daemons (and so --mode protocol) do not compress their messages yet")
     start = time.perf_counter()
     layout = LocalCluster.prepare(settings, out_dir, {}, curve=False)
     ids = list(layout.topology.ids)

@@ -15,6 +15,8 @@ from peernet.atomic import write_atomic
 from peernet.config import RunSettings, eval_interval, resolve_topology, scheduled_step_size, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.clipping import clip_radii
+from peernet.core.compressed_gossip import StackedCompressedGossip, consensus_step
+from peernet.core.compressors import make_compressor
 from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
 from peernet.errors import SimulationError
@@ -23,7 +25,7 @@ from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.progress import Progress
 from peernet.rundir import SETTINGS_NAME, run_record, settings_digest
 from peernet.sim.engine import Mode, Simulator
-from peernet.tasks import make_task
+from peernet.tasks import Task, make_task
 
 SUMMARY_KEYS = ("algorithm", "nodes", "rounds", "wall_seconds", "mean_test_accuracy",
                 "averaged_model_test_accuracy", "consensus_distance")
@@ -46,7 +48,8 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     # A simulate run never removes nodes, so it keeps no tracker-flow bookkeeping (one (N, P) sum less).
     algorithm = get_algorithm(settings.algorithm)
     sim = Simulator(task, topology, algorithm, hp, mode=mode, threads=threads, track_flows=False,
-                    clip=clip_radii(algorithm, settings.clip_tau, settings.clip_tau_tracker))
+                    clip=clip_radii(algorithm, settings.clip_tau, settings.clip_tau_tracker),
+                    compression=compression_of(settings, task))
     rounds = total_rounds(settings, task.rounds_per_epoch)
     out = Path(out_dir) if out_dir is not None else None
     writer = None
@@ -69,6 +72,20 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     return summary
 
 
+def compression_of(settings: RunSettings, task: Task) -> StackedCompressedGossip | None:
+    """The run's compressed gossip for the simulator, or None for plain gossip (``compression = "none"``).
+
+    Low rank cuts the flat vector by the model's parameter shapes; the quadratic task has none (one matrix).
+    """
+    if settings.compression == "none":
+        return None
+    layout = getattr(task, "layout", None)
+    compressor = make_compressor(settings.compression, ratio=settings.compression_ratio,
+                                 rank=settings.compression_rank, seed=settings.seed,
+                                 shapes=None if layout is None else layout.shapes)
+    return StackedCompressedGossip(compressor, consensus_step(compressor, task.dim, settings.consensus_step))
+
+
 def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWriter | None, progress: bool
            ) -> tuple[dict[str, Any], float]:
     """The rounds, with metrics and evaluations; returns the last evaluation and the seconds spent training."""
@@ -85,8 +102,10 @@ def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWr
             train_seconds += time.perf_counter() - t0
             loss = float(losses.mean())
             if not math.isfinite(loss):
+                hint = (f" or a smaller consensus_step than {sim.compression.gamma}"
+                        if sim.compression is not None else "")
                 raise SimulationError(f"training diverged at round {r + 1} (loss {loss}); "
-                                      f"try a smaller step size than {settings.step_size}")
+                                      f"try a smaller step size than {settings.step_size}{hint}")
             if writer:
                 writer.write({"event": "round", "round": r + 1, "loss": loss,
                               "node_loss": [float(v) for v in losses]})
@@ -122,6 +141,8 @@ def _summary(sim: Simulator, settings: RunSettings, rounds: int, last_eval: dict
         "averaged_model_test_accuracy": last_eval.get("averaged_model_test_accuracy"),
         "consensus_distance": last_eval.get("consensus_distance"),
     }
+    if sim.compression is not None:  # all tensors of one node's round message, on average
+        summary["message_bytes_per_node"] = sim.compression.bytes_sent / n
     if settings.dataset != "quadratic":
         summary["samples_per_second"] = rounds * n * settings.batch_size / max(train_seconds, 1e-9)
     for key in ("distance_to_optimum", "mean_val_accuracy", "averaged_model_val_accuracy", "final_loss"):

@@ -6,11 +6,18 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from peernet.cli.common import log_level_option, reports_errors
 from peernet.errors import ConfigError
+from peernet.study.backends import BACKENDS, RAY_EXTRA
+
+if TYPE_CHECKING:
+    from peernet.study.backends import Backend
+    from peernet.study.grid import Study
+    from peernet.study.sweep import SweepResult
 
 
 @click.command("sweep")
@@ -19,38 +26,81 @@ from peernet.errors import ConfigError
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="sweep directory (default: runs/sweep-<name>); rerunning into it resumes the sweep")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="cells run in parallel, one process and one torch thread each (default: number of cores; "
-                   "1: in this process)")
+              help="cells run in parallel: local, one process each (default: number of cores; 1: in this process); "
+                   "ray, the most tasks at once (default: as many as the cluster's resources allow)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="simulator threads per cell (default: cores / jobs locally, 1 on Ray); a Ray task reserves as "
+                   "many CPUs")
 @click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when present), cpu, cuda or cuda:N for every cell's simulator")
+              help="auto (CUDA when present; on Ray: when the cluster has GPUs), cpu, cuda or cuda:N for every "
+                   "cell's simulator; a CUDA cell on Ray reserves one GPU")
+@click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True,
+              help="where cells run: local processes, or Ray tasks on a Ray cluster (pip install 'peernet[ray]'); "
+                   "results land in --out either way")
+@click.option("--address", default=None, metavar="ADDR",
+              help="with --backend ray: the cluster to join, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, the cluster "
+                   "started last on this machine, else a new local one)")
 @click.option("--json", "as_json", is_flag=True, help="print what was run as one JSON object on the last line")
 @click.option("--quiet", is_flag=True, help="no progress line")
 @log_level_option()
 @reports_errors
-def sweep(config_file: str, out: str | None, jobs: int | None, device: str, as_json: bool, quiet: bool) -> None:
+def sweep(config_file: str, out: str | None, jobs: int | None, threads: int | None, device: str, backend: str,
+          address: str | None, as_json: bool, quiet: bool) -> None:
     """Run every cell of a study (the cartesian product of its grid), each into DIR/cells/<id>/.
 
     The whole file is validated before anything runs. Finished cells are skipped, so an interrupted sweep
     (Ctrl-C) resumes where it stopped when run again. Then: peernet report DIR.
     """
-    from peernet.device import resolve_device
     from peernet.rundir import claim_run_dir
     from peernet.study.grid import load_study
-    from peernet.study.sweep import default_jobs, preflight, run_sweep
+    from peernet.study.sweep import run_sweep
 
+    if address is not None and backend != "ray":
+        raise click.UsageError("--address only matters with --backend ray")
+    if backend == "ray" and not _ray_installed():
+        raise click.UsageError(f"--backend ray needs Ray, an optional extra: {RAY_EXTRA}")
     study = load_study(config_file)
     out_dir = Path(out) if out else Path("runs") / ("sweep-" + re.sub(r"[^A-Za-z0-9._-]+", "-", study.name))
     try:
-        resolve_device(device)  # what run_sweep checks first, here before the directory is claimed
-        preflight(study)
-        # Resumable by design: finished cells are kept. The lock keeps a second sweep out while this one runs.
-        with claim_run_dir(out_dir, resume=True):
-            result = run_sweep(study, out_dir, jobs=jobs or default_jobs(), progress=not quiet, device=device)
+        # Checked, or the cluster joined, before the directory is claimed: a failure here writes nothing.
+        opened = _open(study, backend, jobs, threads, device, address)
+        try:
+            # Resumable by design: finished cells are kept. The lock keeps a second sweep out while this one runs.
+            with claim_run_dir(out_dir, resume=True):
+                result = run_sweep(study, out_dir, progress=not quiet, backend=opened)
+        finally:
+            opened.close()
     except ConfigError as exc:
-        if exc.key == "device" and exc.file is None:
-            raise click.BadParameter(exc.reason, param_hint="'--device'") from None
+        if exc.key in ("device", "address") and exc.file is None:
+            raise click.BadParameter(exc.reason, param_hint=f"'--{exc.key}'") from None
         raise
-    click.echo(f"{study.name}: {result.finished}/{result.total} cells finished ({len(result.ran)} run now, "
+    _tell(study.name, out_dir, result, as_json)
+
+
+def _ray_installed() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _open(study: Study, backend: str, jobs: int | None, threads: int | None, device: str,
+          address: str | None) -> Backend:
+    """The backend, after the checks a local sweep makes on this machine (a Ray cluster's nodes check their own)."""
+    from peernet.device import resolve_device
+    from peernet.study.backends import open_backend
+    from peernet.study.sweep import preflight
+
+    if backend == "local":
+        resolve_device(device)
+        preflight(study)
+    return open_backend(backend, jobs=jobs, device=device, threads=threads, address=address)
+
+
+def _tell(name: str, out_dir: Path, result: SweepResult, as_json: bool) -> None:
+    """The closing lines: what finished, what failed, and --json's object; exit 130 when interrupted."""
+    click.echo(f"{name}: {result.finished}/{result.total} cells finished ({len(result.ran)} run now, "
                f"{len(result.skipped)} already finished, {len(result.failed)} failed) in {out_dir}", err=as_json)
     if result.failed:
         click.echo("failed cells (see their summary.json): " + ", ".join(result.failed), err=True)
@@ -108,6 +158,8 @@ def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: 
     click.echo("wrote " + ", ".join(result["files"]), err=True)
     if as_json:
         rows = {"kind": result["kind"], "rows": result["rows"], "files": result["files"]}
+        if result.get("selection") is not None:
+            rows["selection"] = result["selection"]
         click.echo(json.dumps(rows if merged is None else rows | {"summary": merged}))
 
 

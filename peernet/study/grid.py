@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,15 @@ from peernet.errors import ConfigError
 
 SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(RunSettings))
 TOP_KEYS = ("name", "base", "grid", "selection")
-SELECTION_KEYS = ("tune", "on_seed", "metric")
-# Selection must never look at the test split: only validation metrics of the cell summary qualify.
-SELECTION_METRICS = ("mean_val_accuracy", "averaged_model_val_accuracy")
+SELECTION_KEYS = ("tune", "on_seed", "metric", "method", "budgets", "unit", "keep")
+HALVING_KEYS = ("budgets", "unit", "keep")
+# Selection must never look at the test split: validation accuracies of the image datasets (higher is better)
+# and, for the quadratic task, which has no data to split, its exact training objective at the averaged model.
+SELECTION_METRICS = ("mean_val_accuracy", "averaged_model_val_accuracy", "averaged_model_loss")
+LOWER_IS_BETTER = frozenset({"averaged_model_loss"})
+QUADRATIC_METRICS = frozenset({"averaged_model_loss"})
+SELECTION_METHODS = ("full", "halving")
+BUDGET_UNITS = ("epochs", "rounds")
 # The image datasets peernet reads all have 10 classes; checked here so a bad k fails before any run.
 IMAGE_CLASSES = 10
 _SHORT = {"classes_per_node": "k", "alpha": "α", "heterogeneity": "ζ", "weight_decay": "wd", "batch_size": "bs"}
@@ -38,11 +46,20 @@ class Axis:
 
 @dataclass(frozen=True)
 class Selection:
-    """Tune axis ``tune`` on seed ``on_seed`` by validation ``metric``; other seeds run only at the choice."""
+    """Tune axis ``tune`` on seed ``on_seed`` by validation ``metric``; other seeds run only at the choice.
+
+    ``method`` "full" trains every value at the cells' own budget; "halving" (successive halving) first trains
+    them for ``budgets`` (in ``unit``), keeping the best ``keep`` fraction after each, and only the survivors
+    at the full budget.
+    """
 
     tune: str
     on_seed: int
     metric: str
+    method: str = "full"
+    budgets: tuple[float, ...] = ()
+    unit: str = "epochs"
+    keep: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -172,7 +189,48 @@ def _parse_selection(data: dict[str, Any], axes: tuple[Axis, ...], seeds: list[i
     if metric not in SELECTION_METRICS:
         raise ConfigError(f"must be one of {', '.join(SELECTION_METRICS)} (validation metrics), got {metric!r}",
                           file=source, key="selection.metric")
-    return Selection(tune=str(tune), on_seed=int(on_seed), metric=str(metric))
+    method = sel.get("method", SELECTION_METHODS[0])
+    if method not in SELECTION_METHODS:
+        raise ConfigError(f"must be one of {', '.join(SELECTION_METHODS)}, got {method!r}", file=source,
+                          key="selection.method")
+    rule = Selection(tune=str(tune), on_seed=int(on_seed), metric=str(metric))
+    if method == "full":
+        for key in HALVING_KEYS:
+            if key in sel:
+                raise ConfigError('only with method = "halving"', file=source, key=f"selection.{key}")
+        return rule
+    unit = sel.get("unit", BUDGET_UNITS[0])
+    if unit not in BUDGET_UNITS:
+        raise ConfigError(f"must be one of {', '.join(BUDGET_UNITS)}, got {unit!r}", file=source,
+                          key="selection.unit")
+    return dataclasses.replace(rule, method="halving", unit=str(unit), keep=_parse_keep(sel.get("keep"), source),
+                               budgets=_parse_budgets(sel.get("budgets"), str(unit), source))
+
+
+def _parse_budgets(value: Any, unit: str, source: str) -> tuple[float, ...]:
+    kind = int if unit == "rounds" else (int, float)
+    if not isinstance(value, list) or not value or any(isinstance(b, bool) or not isinstance(b, kind)
+                                                       or not math.isfinite(b) or b <= 0 for b in value):
+        what = "whole numbers of rounds" if unit == "rounds" else "numbers of epochs"
+        raise ConfigError(f"expected a non-empty list of positive {what}, got {value!r}", file=source,
+                          key="selection.budgets")
+    if any(b <= a for a, b in itertools.pairwise(value)):
+        raise ConfigError(f"must increase from rung to rung, got {value!r}", file=source, key="selection.budgets")
+    return tuple(value)
+
+
+def _parse_keep(value: Any, source: str) -> float:
+    """The fraction of a rung that goes on: a number, or a fraction written as a string ("1/3")."""
+    if value is None:
+        return 0.5
+    try:
+        keep = float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        keep = math.nan
+    if isinstance(value, bool) or not 0 < keep < 1:
+        raise ConfigError(f"must be a fraction between 0 and 1 (e.g. 0.5 or \"1/3\"), got {value!r}", file=source,
+                          key="selection.keep")
+    return keep
 
 
 def _origin(key: str | None, axes: tuple[Axis, ...]) -> str:
@@ -248,12 +306,40 @@ def load_study(path: str | Path) -> Study:
     seeds = sorted({c.settings.seed for c in cells})
     selection = _parse_selection(data, axes, seeds, source)
     if selection is not None:
-        for cell in cells:
-            where = ", ".join(f"{k}={v}" for k, v in cell.labels.items())
-            if cell.settings.dataset == "quadratic":
-                raise ConfigError(f"selection by {selection.metric} needs a validation split, which quadratic "
-                                  f"has not (cell {where})", file=source, key=_origin("dataset", axes))
-            if cell.settings.val_fraction <= 0:
-                raise ConfigError(f"selection by {selection.metric} needs a validation split: set val_fraction "
-                                  f"> 0 (cell {where})", file=source, key=_origin("val_fraction", axes))
+        _check_selection(selection, cells, axes, source)
     return Study(name=name, source=source, raw=data, axes=axes, selection=selection, cells=cells)
+
+
+def run_length(settings: RunSettings) -> tuple[float, str]:
+    """A cell's budget and its unit: its rounds when set (they override epochs), else its epochs."""
+    if settings.rounds is not None:
+        return float(settings.rounds), "rounds"
+    return float(settings.epochs), "epochs"
+
+
+def _check_selection(selection: Selection, cells: tuple[Cell, ...], axes: tuple[Axis, ...], source: str) -> None:
+    """Every cell can be scored by the metric, and halving's budgets fit the cells they shorten."""
+    for cell in cells:
+        where = ", ".join(f"{k}={v}" for k, v in cell.labels.items())
+        quadratic = cell.settings.dataset == "quadratic"
+        if quadratic and selection.metric not in QUADRATIC_METRICS:
+            raise ConfigError(f"selection by {selection.metric} needs a validation split, which quadratic has "
+                              f"not (its metric: averaged_model_loss) (cell {where})", file=source,
+                              key=_origin("dataset", axes))
+        if not quadratic and selection.metric in QUADRATIC_METRICS:
+            raise ConfigError(f"{selection.metric} is the quadratic task's objective; select on a validation "
+                              f"accuracy (cell {where})", file=source, key="selection.metric")
+        if not quadratic and cell.settings.val_fraction <= 0:
+            raise ConfigError(f"selection by {selection.metric} needs a validation split: set val_fraction "
+                              f"> 0 (cell {where})", file=source, key=_origin("val_fraction", axes))
+        if selection.method != "halving":
+            continue
+        # A budget in epochs only shortens a run that is counted in epochs: rounds, when set, override them.
+        length, unit = run_length(cell.settings)
+        if unit != selection.unit:
+            fix = 'unit = "rounds"' if unit == "rounds" else "rounds in the cells"
+            raise ConfigError(f"budgets in {selection.unit}, but the cell's length is set in {unit}: set {fix} "
+                              f"(cell {where})", file=source, key="selection.unit")
+        if selection.budgets[-1] > length:
+            raise ConfigError(f"a rung may not be longer than the cell's own {length:g} {unit}, got "
+                              f"{selection.budgets[-1]:g} (cell {where})", file=source, key="selection.budgets")

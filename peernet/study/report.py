@@ -15,6 +15,7 @@ from peernet.errors import ConfigError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.rundir import SETTINGS_NAME, settings_digest
 from peernet.study.grid import describe, fmt_value
+from peernet.study.selection_report import reported, selection_section
 
 HETEROGENEITY_FIELDS = {"partition", "classes_per_node", "alpha", "heterogeneity"}
 _PARTITION_KEYS: dict[str, tuple[str, ...]] = {"classes": ("partition", "classes_per_node"),
@@ -166,7 +167,7 @@ def _sweep_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
     runs = []
     for cell in meta["cells"]:
         cell_dir = run_dir / "cells" / cell["id"]
-        if (cell["phase"] == "tune" and not cell["chosen"]) or not (cell_dir / "summary.json").is_file():
+        if not reported(cell) or not (cell_dir / "summary.json").is_file():
             continue
         summary = _json(cell_dir / "summary.json")
         check_summary(cell_dir, summary, _cell_record(cell["settings"]), "sweep.json")
@@ -391,16 +392,20 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
         files += [het] if het else []
     title = meta.get("name") or src.name
     notes = [f"{kind} run directory `{src}`; mean ± sample std over seeds of the final evaluation."]
-    planned = sum(not (c["phase"] == "tune" and not c["chosen"]) for c in meta.get("cells", []))
+    planned = sum(map(reported, meta.get("cells", [])))
     if planned > len(runs):
         notes.append(f"Only {len(runs)} of {planned} cells are finished: run the sweep again to complete it.")
-    if sel:
-        notes.append(f"{sel['tune']} chosen per setting on seed {sel['on_seed']} by {sel['metric']} "
-                     "(validation split); see selection.json.")
+    chosen = _json(src / "selection.json") if sel else {}
+    if chosen and sel:
+        notes.append(f"{sel['tune']} chosen per setting on seed {sel['on_seed']} by {sel['metric']}: see "
+                     "Step-size selection below.")
     if kind == "daemons":
         notes.append("consensus.png of a daemon run shows the neighbour distance: each node's mean squared distance "
                      "to its neighbours' models, averaged over nodes (summary.json's consensus_distance, "
                      "mean_i ‖x_i − x̄‖², needs every model at once).")
-    text = "\n\n".join([f"# Report: {title}", *notes, table, "Plots: " + ", ".join(f.name for f in files)]) + "\n"
+    sections = [selection_section(chosen)] if chosen else []
+    text = "\n\n".join([f"# Report: {title}", *notes, table, "Plots: " + ", ".join(f.name for f in files),
+                        *sections]) + "\n"
     (dest / "report.md").write_text(text)
-    return {"kind": kind, "table": table, "rows": rows, "files": [str(f) for f in [dest / "report.md", *files]]}
+    return {"kind": kind, "table": table, "rows": rows, "files": [str(f) for f in [dest / "report.md", *files]],
+            "selection": chosen.get("choices")}

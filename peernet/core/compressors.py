@@ -112,6 +112,11 @@ class Compressor:
         """The shapes of a message's tensors (``Compressed.tensors()`` order) for a tensor of ``size`` entries."""
         return [(size,)]
 
+    def message_dtypes(self, size: int, dtype: torch.dtype) -> list[torch.dtype]:
+        """The dtypes of a message's tensors (``Compressed.tensors()`` order) for a tensor of ``size`` entries in
+        ``dtype``: with :meth:`message_shapes`, the layout a receiver checks a message against before reading it."""
+        return [dtype] * len(self.message_shapes(size))
+
 
 class Identity(Compressor):
     """No compression: the tensor itself (what plain gossip sends)."""
@@ -145,6 +150,9 @@ class Cast(Compressor):
     def decode(self, msg: Compressed, like: Tensor) -> Tensor:
         return msg.values.to(dtype=like.dtype, device=like.device)
 
+    def message_dtypes(self, size: int, dtype: torch.dtype) -> list[torch.dtype]:
+        return [self.dtype]
+
 
 def kept_entries(ratio: float, size: int) -> int:
     """How many of ``size`` entries top-k and random-k keep: ``ratio·size`` rounded, at least one."""
@@ -173,6 +181,9 @@ class Sparse(Compressor):
     def message_shapes(self, size: int) -> list[tuple[int, ...]]:
         k = kept_entries(self.ratio, size)
         return [(k,), (k,)]
+
+    def message_dtypes(self, size: int, dtype: torch.dtype) -> list[torch.dtype]:
+        return [dtype, _index_dtype(size)]
 
     def check(self, msg: Compressed, size: int) -> None:
         super().check(msg, size)

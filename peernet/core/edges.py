@@ -12,7 +12,8 @@ exhaustively and reasoned about on its own:
   topology's own weight while both ends are complete), so W stays symmetric and doubly stochastic
   whatever subset of edges is used.
 * For tracking methods each end accumulates the edge's tracker flow F_ij += w (d_j − d_i) (with ClippedGossip,
-  w · clip(d_j − d_i, τ): still F_ji = −F_ij, since clip is odd).
+  w · clip(d_j − d_i, τ): still F_ji = −F_ij, since clip is odd; with compressed gossip γ w (d̂_j − d̂_i), in the
+  public copies that both ends hold alike).
 * Dropping an edge (timeout, restart, catch-up) rolls its flow back out of the tracker, c_i −= F_ij,
   F_ij = 0, and bumps the epoch. A node that sees a higher epoch from its neighbour rolls back likewise and
   adopts it. Every edge whose flows differ between its ends therefore has a newer epoch on one side, and
@@ -93,6 +94,13 @@ class NodeEdges:
         if not self.tracks:
             return
         self._add_flow(j, pull * weight)
+
+    def record_term(self, j: int, term: torch.Tensor) -> None:
+        """Add this round's flow as the very term the edge added to the mix (compressed gossip:
+        ``γ w (d̂_j − d̂_i)``, peernet.core.edge_copies), so a rollback takes back exactly what was mixed in."""
+        if not self.tracks:
+            return
+        self._add_flow(j, term.clone())
 
     def _add_flow(self, j: int, delta: torch.Tensor) -> None:
         if j in self.flow:

@@ -29,6 +29,9 @@ from peernet.config import (
 )
 from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
 from peernet.core.clipping import clip_radii
+from peernet.core.compressed_gossip import NodeCompressedGossip, consensus_step
+from peernet.core.compressors import make_compressor
+from peernet.core.edge_copies import EdgeCopies
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
 from peernet.device import resolve_device
@@ -85,6 +88,8 @@ class NodeDaemon:
         #: A clean checkpoint's last round messages, held again for neighbours that stopped a round behind.
         self.saved_sent: dict[int, dict[int, list[bytes]]] = {}
         self.monitor: NodeMonitor | None = None  # Prometheus metrics, with metrics_listen
+        #: The running session, for observers in the same process (an in-process cluster's tests): read only.
+        self.session: Session | None = None
 
     # -- signals ---------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -112,7 +117,7 @@ class NodeDaemon:
     # -- phases --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Build, rendezvous, train, finish; whatever happens, close what was opened."""
-        session = self.build()
+        session = self.session = self.build()
         try:
             if not self.start(session):
                 log.info("stopped while waiting for the start signal")
@@ -173,6 +178,8 @@ class NodeDaemon:
         x, state, start_round, crashed, resuming = self.restore(task, algorithm, edges)
         layout = {name: TensorSpec(name, "float64" if task.dtype == torch.float64 else "float32", (task.dim,))
                   for name in algorithm.sent}
+        copies = self._edge_copies(task)
+        # The full layout is the largest message of a compressed run too (the full copies that start an epoch).
         transport, faulty = self._transport(sum(s.nbytes for s in layout.values()))
         keys = self.keys
         endpoints: dict[int, str] = {}  # filled at the start, kept current from the bootstrap's table
@@ -181,7 +188,8 @@ class NodeDaemon:
                             should_stop=self.stop_event.is_set, clock=self.wiring.clock, last_round=rounds,
                             degrees={j: len(self.topology.neighbours(j)) for j in self.neighbours},
                             trusted_endpoints=endpoints,
-                            clip=clip_radii(algorithm, self.settings.clip_tau, self.settings.clip_tau_tracker))
+                            clip=clip_radii(algorithm, self.settings.clip_tau, self.settings.clip_tau_tracker),
+                            copies=copies)
         exchange.restore_sent(self.saved_sent)
         return Session(task=task, algorithm=algorithm, hp=hp, rounds=rounds, every=eval_interval(self.settings, rounds),
                        edges=edges, x=x, state=state, start_round=start_round, crashed=crashed, resuming=resuming,
@@ -190,6 +198,20 @@ class NodeDaemon:
                        incarnation=incarnation, previous=previous, exchange=exchange, round=start_round,
                        endpoints=endpoints, heartbeat=heartbeat,
                        metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
+
+    def _edge_copies(self, task: QuadraticTask | ImageTask) -> EdgeCopies | None:
+        """The run's compressed gossip for this node (None: plain gossip), built exactly as the simulator builds
+        its own (peernet.sim.run.compression_of): the same compressor, seed, model shapes and γ, and this node's
+        index in the topology as its row, so that its messages are the simulator's."""
+        settings = self.settings
+        if settings.compression == "none":
+            return None
+        layout = getattr(task, "layout", None)
+        compressor = make_compressor(settings.compression, ratio=settings.compression_ratio,
+                                     rank=settings.compression_rank, seed=settings.seed,
+                                     shapes=None if layout is None else layout.shapes)
+        gamma = consensus_step(compressor, task.dim, settings.consensus_step)
+        return EdgeCopies(NodeCompressedGossip(self.index, compressor, gamma))
 
     def restore(self, task: QuadraticTask | ImageTask, algorithm: Algorithm, edges: NodeEdges,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, bool, bool]:
@@ -328,7 +350,8 @@ class NodeDaemon:
                          "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
         if not math.isfinite(loss):
             log.error("loss is %s at round %d: training diverged", loss, s.round)
-        s.heartbeat.update(round=s.round, state="training", loss=loss, **_counters(stats))
+        s.heartbeat.update(round=s.round, state="training", loss=loss, self_over_bound=ex.self_over_bound,
+                           **_counters(stats))
         if self.monitor is not None:
             self.monitor.round_done(s, loss)
         t_eval, cpu = time.perf_counter(), time.thread_time()
@@ -386,6 +409,7 @@ class NodeDaemon:
                    "max_rss_mb": peak_rss_mb(), "ignored": dict(ex.ignored), "faulty_neighbours": dict(ex.faulty),
                    "self_over_bound": ex.self_over_bound, "neighbour_lead": dict(sorted(ex.lead.items())),
                    "timeouts": dict(ex.timeouts), "rollbacks": s.edges.rollbacks, "catchups": s.catchups,
+                   **_compression_counters(ex),
                    "rejoined": s.crashed, "parameters_from": s.rejoin_source, "address_table": s.table_source,
                    "max_wait_s": ex.max_wait, **s.timing.summary(),
                    **{k: v for k, v in s.last_eval.items() if k not in ("event", "params")},
@@ -395,8 +419,11 @@ class NodeDaemon:
         s.metrics.write({"event": "exit", "round": s.round, "finished": finished, "dropped": dict(ex.dropped),
                          "time": time.time()})
         if s.heartbeat is not None:
-            s.heartbeat.update(round=s.round, state="done" if finished else "stopped")
+            s.heartbeat.update(round=s.round, state="done" if finished else "stopped",
+                               self_over_bound=ex.self_over_bound, **_counters(s.transport.stats))
             s.heartbeat.flush()
+        if self.monitor is not None:
+            self.monitor.counters(s)
         return summary
 
     def _summary(self, s: Session) -> dict[str, Any]:
@@ -412,6 +439,7 @@ class NodeDaemon:
         except Exception as exc:  # the bootstrap may be gone; leaving is a courtesy
             log.debug("leave failed: %s", exc)
         s.client.close()
+        s.exchange.flush_warnings()
         s.transport.close()
         s.metrics.close()
         if self.monitor is not None:
@@ -513,7 +541,17 @@ def checkpoint_edges(ckpt: Checkpoint) -> dict[str, object]:
 
 #: Transport counters in every round's heartbeat and in summary.json: traffic, and every kind of message the
 #: transport refused before the exchange saw it (docs/security.md).
-TRANSPORT_COUNTERS = ("bytes_out", "bytes_in", "auth_mismatch", "bad_identity", "oversize", "refused_handshakes")
+TRANSPORT_COUNTERS = ("bytes_out", "bytes_in", "auth_mismatch", "bad_identity", "oversize", "refused_handshakes",
+                      "failed_handshakes")
+
+
+def _compression_counters(ex: Exchange) -> dict[str, Any]:
+    """With compression: full messages sent and received (each edge epoch starts with one) and the edges dropped
+    because a copy's chain had a gap (docs/node.md, summary.json)."""
+    if ex.copies is None:
+        return {}
+    return {"resyncs_sent": ex.copies.resyncs_sent, "resyncs_received": ex.copies.resyncs_received,
+            "broken_chains": dict(ex.broken)}
 
 
 def _counters(stats: dict[str, int]) -> dict[str, int]:

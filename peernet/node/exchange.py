@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 
 from peernet.core.clipping import clipped_mix_one, pulls
+from peernet.core.edge_copies import EdgeCopies, Incoming
 from peernet.core.edges import Declaration, NodeEdges, edge_used, edge_weight
 from peernet.core.mixing import mix_one
 from peernet.core.rounds import AdaptiveDeadline, RoundPolicy
@@ -39,6 +40,7 @@ from peernet.wire.codec import (
     specs_of,
     tensor_frames,
 )
+from peernet.wire.compressed import compressed_layout, from_wire, is_compressed, to_wire
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -62,8 +64,8 @@ class Exchange:
                  policy: RoundPolicy | None = None, tracked: str | None = None, max_abs: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
                  last_round: int | None = None, degrees: Mapping[int, int] | None = None,
-                 trusted_endpoints: Mapping[int, str] | None = None, clip: Mapping[str, float] | None = None
-                 ) -> None:
+                 trusted_endpoints: Mapping[int, str] | None = None, clip: Mapping[str, float] | None = None,
+                 copies: EdgeCopies | None = None) -> None:
         self.transport = transport
         self.node_id = node_id
         self.run = run
@@ -86,7 +88,11 @@ class Exchange:
         # ClippedGossip radius per tensor name (peernet.core.clipping); a tensor not named is mixed plainly.
         self.clip = dict(clip or {})
         self.should_stop = should_stop
-        payload = sum(spec.nbytes for spec in layout.values())
+        # Compressed gossip (peernet.core.edge_copies): a round message is then the compressed layout, or the
+        # full public copies (``layout``'s names, dtypes and shapes) when an edge starts a new epoch.
+        self.copies = copies
+        self.compressed = {} if copies is None else compressed_layout(copies.gossip.compressor, self.layout)
+        payload = max(sum(spec.nbytes for spec in lay.values()) for lay in (self.layout, self.compressed))
         # Header is small; leave generous room for it but reject anything bigger than one round's tensors.
         self.max_bytes = payload + 64 * 1024
         self.inbox: dict[int, dict[int, tuple[dict[str, torch.Tensor], Declaration]]] = {}  # round -> sender
@@ -115,6 +121,8 @@ class Exchange:
         # Rounds whose message from a neighbour we dropped as too far ahead: waiting for them would be in vain.
         self.skipped: dict[int, set[int]] = {j: set() for j in neighbours}
         self.missed: Counter[int] = Counter()    # per neighbour: rounds excluded because its message was skipped
+        # Per neighbour: rounds whose edge we dropped because our copy of its public copy had a gap (compression).
+        self.broken: Counter[int] = Counter()
         self._last_ping = 0.0
         self._last_look: float | None = None  # monotonic time we last read the socket (None: not yet)
         self._buffers: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
@@ -145,13 +153,16 @@ class Exchange:
         key = (sender, round_ % (self.policy.rounds_ahead + 1))
         buf = self._buffers.get(key)
         if buf is None:
-            buf = {name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype]) for name, spec in self.layout.items()}
+            # Both layouts' tensors under their distinct names: a message fills those of its own layout.
+            buf = {name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype])
+                   for name, spec in {**self.layout, **self.compressed}.items()}
             self._buffers[key] = buf
         return buf
 
     def _expect(self, current_round: int, ahead: int | None) -> Expectation:
         return Expectation(run=self.run, senders=frozenset(self.weights), layout=self.layout,
-                           max_bytes=self.max_bytes, max_round_ahead=ahead, current_round=current_round)
+                           max_bytes=self.max_bytes, max_round_ahead=ahead, current_round=current_round,
+                           alternatives=(self.compressed,) if self.compressed else ())
 
     def _drop(self, code: str, detail: str, sender: int | None) -> None:
         self.dropped[code] += 1
@@ -189,7 +200,12 @@ class Exchange:
         if got is not None:
             self._file(got, current_round)
         self._last_look = self.clock()
+        self._warn.flush()  # a burst of drops that stopped is still reported once its interval passed
         return got is not None
+
+    def flush_warnings(self) -> None:
+        """Report the rate-limited warnings held back so far, whatever their interval (at exit)."""
+        self._warn.flush(force=True)
 
     def _file(self, got: tuple[int, list[memoryview]], current_round: int) -> None:
         """Validate one message and act on it: file a round's tensors, note a hello, bye or ping, or drop it."""
@@ -295,7 +311,7 @@ class Exchange:
         # received in place is not copied again.
         msg = decode(frames, expect, out=self._destination(routing_id, header, current_round))
         try:
-            peaks = check_finite(msg.tensors, self.max_abs)
+            peaks = self._check_payload(msg.tensors)
         except CodecError:
             # A neighbour sending NaN/Inf/absurd values is faulty: no honest node sends them, since one that finds
             # its own tensors so stops instead (gossip, _check_own). So this blame never falls on a node that only
@@ -305,12 +321,29 @@ class Exchange:
             raise
         return header, msg, peaks
 
+    def _check_payload(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Largest magnitudes of a round message's tensors; CodecError for non-finite values, values over the
+        bound, or a compressed message that breaks its compressor's rules (``compressed``).
+
+        A compressed message carries changes of a public copy, not values, so the bound on values (``max_abs``)
+        applies to full messages only; its positions are checked here, before anything is filed."""
+        if not is_compressed(tensors):
+            return check_finite(tensors, self.max_abs)
+        assert self.copies is not None  # the layout has compressed names only when the run compresses
+        peaks = check_finite({k: t for k, t in tensors.items() if t.is_floating_point()})
+        from_wire(self.copies.gossip.compressor, tensors, self._sizes())
+        return peaks
+
+    def _sizes(self) -> dict[str, int]:
+        return {name: spec.shape[0] for name, spec in self.layout.items()}
+
     def _on_round(self, header: Header, tensors: dict[str, torch.Tensor], peaks: dict[str, float],
                   current_round: int) -> None:
         self._heard(header.sender, header.round)
-        if self.joining:
+        if self.joining and "x" in tensors:
             # Rejoining: the newest state of each neighbour (for rejoin = "average"); the message is also filed
             # below (decoded into fresh tensors, so it is safe to keep), since it may be the one we need next.
+            # With compression only a full message carries x (its public copy).
             newest = self.latest.get(header.sender)
             if newest is None or header.round > newest[0]:
                 self.latest[header.sender] = (header.round, tensors)
@@ -339,6 +372,8 @@ class Exchange:
             # incarnation sent that still waits here must not be mixed with the new one's state.
             self.edges.peer_restarted(header.sender)
             self.reset_this_round.add(header.sender)
+            if self.copies is not None:  # the copy of its previous incarnation: its new one starts with a full one
+                self.copies.forget(header.sender)
             for held_round in self.inbox.values():
                 held_round.pop(header.sender, None)
             for held_peaks in self.peaks.values():
@@ -425,20 +460,30 @@ class Exchange:
         if missing:
             log.warning("leaving without bye from neighbours %s", missing)
 
-    def _send_round(self, round_: int, tensors: Mapping[str, torch.Tensor]) -> None:
+    def _send_round(self, round_: int, tensors: Mapping[str, torch.Tensor],
+                    full: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Send the round's ``tensors`` to every neighbour; with compression, ``tensors`` is the compressed message
+        and ``full`` the public copies, which go instead over an edge whose epoch starts with this message."""
         base = Header(version=PROTOCOL_VERSION, run=self.run, sender=self.node_id, round=round_, kind="round",
                       degree=0, epoch=0, tensors=specs_of(tensors))
-        payload = tensor_frames(tensors)  # one header per neighbour below; the tensor frames are shared
+        # One header per neighbour below; the tensor frames are shared (the full ones built only when needed).
+        payloads: dict[bool, tuple[Header, list[memoryview]]] = {False: (base, tensor_frames(tensors))}
         declared = {j: self.edges.declare(j) for j in self.weights}
         self.reset_this_round.clear()
         self.declared[round_] = declared
         frames: dict[int, Frames] = {}
         for j in sorted(self.weights):
             d = declared[j]
+            whole = full is not None and self.copies is not None and self.copies.sends_full(j, d.epoch)
+            if whole and True not in payloads:
+                assert full is not None
+                payloads[True] = (replace(base, tensors=specs_of(full)), tensor_frames(full))
+            head, payload = payloads[whole]
             # One small header per neighbour (its edge's epoch and whether we mix with it); the tensor frames
             # are shared views of the same memory.
-            head = encode_header(replace(base, degree=d.degree, epoch=d.epoch, meta={"live": d.live, "full": d.full}))
-            frames[j] = [head, *payload]
+            head_frame = encode_header(replace(head, degree=d.degree, epoch=d.epoch,
+                                               meta={"live": d.live, "full": d.full}))
+            frames[j] = [head_frame, *payload]
             self._send_to(j, frames[j])
         # Keep this and the previous round's frames for neighbours that restart and ask again.
         self.sent[round_] = frames
@@ -481,6 +526,10 @@ class Exchange:
             cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
             own_peaks = self._check_own(round_, cpu)
             self.current_round = round_
+            device = next(iter(tensors.values())).device
+            if self.copies is not None:
+                mixed = self._compressed_round(round_, cpu, own_peaks, self.copies)
+                return {k: v.to(device) for k, v in mixed.items()}
             self._send_round(round_, cpu)
             received = self._collect(round_)
             t0, c0 = self.clock(), time.thread_time()
@@ -495,10 +544,50 @@ class Exchange:
             if "x" in cpu:
                 self.neighbour_x = {j: their["x"] for j, (their, _) in received.items()}
             self.last_round_used = {j: j in used for j in self.weights}
-            device = next(iter(tensors.values())).device
             return {k: v.to(device) for k, v in mixed.items()}
 
         return gossip
+
+    def _compressed_round(self, round_: int, cpu: dict[str, torch.Tensor], own_peaks: Mapping[str, float],
+                          copies: EdgeCopies) -> dict[str, torch.Tensor]:
+        """One round of compressed gossip (peernet.core.edge_copies): send the compressed change of the public
+        copies (the full copies over an edge that starts an epoch), collect, advance the neighbours' copies, mix.
+
+        An edge the declarations would use but whose copy chain is broken here is dropped like a neighbour that
+        missed the deadline: its epoch moves on, both ends start it again with a full message, and its tracker flow
+        is rolled back at both ends. The tracker's flow per used edge is the term mixed in, γ W_ij (d̂_j − d̂_i)."""
+        pending = copies.prepare(cpu, round_)
+        self._send_round(round_, to_wire(pending.step.messages), full=pending.step.own)
+        received = self._collect(round_)
+        t0, c0 = self.clock(), time.thread_time()
+        self._note_leads(own_peaks, self.peaks.pop(round_, {}))
+        used = self._decide(round_, received)
+        copies.receive(pending, round_, {j: self._incoming(their, decl.epoch) for j, (their, decl) in received.items()})
+        for j in sorted(set(used) - pending.valid):
+            del used[j]
+            self.edges.drop(j)
+            self.broken[j] += 1
+        weights = {j: w for j, (_, w) in used.items()}
+        mixed = copies.mixed(cpu, pending, weights)
+        copies.commit(pending)
+        if self.tracked in cpu:
+            for j, term in copies.edge_terms(self.tracked, weights).items():
+                self.edges.record_term(j, term)
+        for j, (_, decl) in sorted(received.items()):
+            self.edges.sync(j, decl.epoch)  # after recording: a dropped edge takes this round's flow back too
+        self.mix_seconds += self.clock() - t0
+        self.mix_cpu += time.thread_time() - c0
+        if "x" in cpu:  # the neighbours' public copies of x: what this node knows of their models
+            self.neighbour_x = {j: copies.gossip.copies[j]["x"] for j in sorted(pending.valid)}
+        self.last_round_used = {j: j in used for j in self.weights}
+        return mixed
+
+    def _incoming(self, tensors: Mapping[str, torch.Tensor], epoch: int) -> Incoming:
+        """A filed round message as its edge sees it: compressed messages, or the full public copies."""
+        if not is_compressed(tensors):
+            return Incoming(epoch, full=tensors)
+        assert self.copies is not None
+        return Incoming(epoch, compressed=from_wire(self.copies.gossip.compressor, tensors, self._sizes()))
 
     def _mix(self, name: str, own: torch.Tensor, theirs: dict[int, torch.Tensor], weights: dict[int, float]
              ) -> torch.Tensor:

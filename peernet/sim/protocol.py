@@ -101,9 +101,6 @@ def run_protocol(settings: RunSettings, out_dir: str | Path, *, node_options: Ma
 
     Returns the merged summary (the keys of ``peernet simulate --json``) plus the protocol's own counters.
     """
-    if settings.compression != "none":  # the daemons do not compress yet: they would run plain gossip silently
-        raise SimulationError(f"compression = {settings.compression!r} runs in the vectorized and loop modes only; "
-                              "the daemons (and so --mode protocol) do not compress their messages yet")
     start = time.perf_counter()
     layout = LocalCluster.prepare(settings, out_dir, {}, curve=False)
     ids = list(layout.topology.ids)

@@ -47,8 +47,10 @@ _UNPACK_LIMITS = {
 }
 
 
-def _check_layout(specs: tuple[TensorSpec, ...], layout: Mapping[str, TensorSpec]) -> None:
+def _check_layout(specs: tuple[TensorSpec, ...], layout: Mapping[str, TensorSpec],
+                  alternatives: Sequence[Mapping[str, TensorSpec]] = ()) -> None:
     names = {s.name for s in specs}
+    layout = next((alt for alt in alternatives if set(alt) == names), layout)  # the names pick the layout
     if names != set(layout):
         missing, extra = sorted(set(layout) - names), sorted(names - set(layout))
         reject("layout", f"header field 'tensors': missing {missing}, unexpected {extra}")
@@ -68,7 +70,7 @@ def _check_expected(header: Header, expect: Expectation, header_bytes: int) -> N
     if expect.max_round_ahead is not None and header.round > expect.current_round + expect.max_round_ahead:
         reject("round", f"header field 'round': {header.round} is too far ahead of {expect.current_round}")
     if expect.layout is not None and header.kind in TENSOR_KINDS:
-        _check_layout(header.tensors, expect.layout)
+        _check_layout(header.tensors, expect.layout, expect.alternatives)
     total = header_bytes + sum(s.nbytes for s in header.tensors)
     if total > expect.max_bytes:
         reject("size", f"message of {total} bytes exceeds max_bytes {expect.max_bytes}")
@@ -100,6 +102,15 @@ def _header_from_view(view: memoryview, expect: Expectation) -> Header:
 def decode_header(frame: FrameLike, expect: Expectation) -> Header:
     """Decode and validate frame 0 against ``expect``; raises CodecError (with ``code``) on any problem."""
     return _header_from_view(_as_bytes(frame, 0), expect)
+
+
+_SAME_SIZE_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _swapped(tensor: torch.Tensor) -> np.ndarray:
+    """A flat numpy view of ``tensor`` as integers of its element size, whose bytes can be swapped (numpy has
+    no bfloat16, and the swap is the same for any type of that size)."""
+    return tensor.detach().reshape(-1).view(_SAME_SIZE_INT[tensor.element_size()]).numpy()
 
 
 def _byte_view(tensor: torch.Tensor) -> np.ndarray:
@@ -165,7 +176,7 @@ def decode(frames: Sequence[FrameLike], expect: Expectation, out: Mapping[str, t
                 target[:] = src
             offset += length
         if not _LITTLE:
-            dest[spec.name].detach().reshape(-1).numpy().byteswap(inplace=True)
+            _swapped(dest[spec.name]).byteswap(inplace=True)
     return Message(header, dest)
 
 
@@ -204,7 +215,7 @@ def _send_view(tensor: torch.Tensor) -> memoryview:
     if src.device.type != "cpu" or not src.is_contiguous():
         src = src.contiguous().cpu()  # the one copy encode makes: GPU or strided tensors cannot be sent in place
     if not _LITTLE:
-        return src.reshape(-1).numpy().byteswap().view(np.uint8).data
+        return _swapped(src).byteswap().view(np.uint8).data
     return _byte_view(src).data  # ndarray.data: a memoryview of the tensor's own bytes
 
 

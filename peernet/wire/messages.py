@@ -11,7 +11,7 @@ import torch
 
 from peernet.errors import CodecError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: compressed round messages (16-bit floats, int positions; docs/wire-protocol.md)
 
 # ~1 MiB frames let the receiver reuse pages instead of faulting in fresh ones per message
 # (measured ≈ 6 GB/s against ≈ 1.75 GB/s for one 44 MB frame).
@@ -21,9 +21,11 @@ KINDS = ("round", "hello", "ping", "pong", "state_request", "state", "bye")
 # Only these kinds carry tensors; every other kind must declare none.
 TENSOR_KINDS = frozenset({"round", "state"})
 
-# Names on the wire -> torch dtypes. Payload bytes are little-endian.
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
-ITEMSIZE: dict[str, int] = {"float32": 4, "float64": 8}
+# Names on the wire -> torch dtypes. Payload bytes are little-endian. The 16-bit floats and the integers carry
+# compressed messages (cast values, kept positions); which tensor may have which dtype is the receiver's layout.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+                                  "bfloat16": torch.bfloat16, "int32": torch.int32, "int64": torch.int64}
+ITEMSIZE: dict[str, int] = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
 DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
 
 # Limits a header must respect; they bound what a hostile peer can make the decoder allocate.
@@ -59,6 +61,7 @@ DROP_CODES = (
     "magnitude",  # |value| above the configured max_abs (check_finite)
     "value",  # well-formed, but a field's value makes no sense for this run (node-side protocol check)
     "handling",  # acting on the message failed (node side): dropped, counted and blamed on its sender
+    "compressed",  # a compressed message breaking its compressor's rules: positions unsorted, repeated, out of range
 )
 
 MetaValue = int | float | str | bool | None
@@ -121,6 +124,9 @@ class Expectation:
     max_bytes: int  # bound on header + payload bytes
     max_round_ahead: int | None = None  # with current_round: reject round > current_round + max_round_ahead
     current_round: int = 0
+    # Other layouts a round or state message may have instead (a compressed run: the compressed message, or the
+    # full public copies); the tensor names select one, which is then checked as ``layout`` is.
+    alternatives: tuple[dict[str, TensorSpec], ...] = ()
 
 
 @dataclass

@@ -174,7 +174,7 @@ def test_encode_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="specs_of"):
         encode(header_for({"x": torch.zeros(4)}), {"x": x})
     with pytest.raises(ValueError, match="dtype"):
-        specs_of({"x": torch.zeros(3, dtype=torch.int64)})
+        specs_of({"x": torch.zeros(3, dtype=torch.uint8)})
     with pytest.raises(ValueError, match="'meta'"):
         encode(header_for({"x": x}, meta={"bad": [1, 2]}), {"x": x})
     with pytest.raises(ValueError, match="'run'"):
@@ -215,7 +215,7 @@ REJECTIONS: dict[str, tuple[Frames, Expectation, str]] = {
     "short_chunk": (_chunk(GOOD, 2, bytes(GOOD[2])[:-1]), expectation(LAYOUT), "frames"),
     "long_chunk": (_chunk(GOOD, 3, bytes(GOOD[3]) + b"\0"), expectation(LAYOUT), "frames"),
     "frame_not_a_buffer": (_chunk(GOOD, 3, 12345), expectation(LAYOUT), "frames"),  # type: ignore[arg-type]
-    "unknown_version": (repack(GOOD, version=2), expectation(LAYOUT), "version"),
+    "unknown_version": (repack(GOOD, version=PROTOCOL_VERSION + 1), expectation(LAYOUT), "version"),
     "wrong_run": (GOOD, expectation(LAYOUT, run="ff" * 32), "run"),
     "malformed_run": (repack(GOOD, run="XYZ"), expectation(LAYOUT), "run"),
     "sender_not_allowed": (repack(GOOD, sender=99), expectation(LAYOUT), "sender"),

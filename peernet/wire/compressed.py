@@ -1,0 +1,91 @@
+"""How compressed round messages travel: tensor names, the expected layout, factors flattened, checks on receipt."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from peernet.core.compressors import Compressed, Compressor
+from peernet.errors import CompressionError
+from peernet.wire.messages import DTYPE_NAMES, DTYPES, TensorSpec, reject
+
+Tensor = torch.Tensor
+#: Wire name suffixes of one gossiped tensor's message: the values, the kept positions, the low-rank factors.
+VALUES, INDICES, FACTORS = ".v", ".i", ".f"
+
+
+def compressed_layout(compressor: Compressor, dense: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
+    """The specs of a compressed round message, for the gossiped tensors of ``dense`` (name -> ``(P,)`` spec).
+
+    A pure function of the run's settings (compressor, ratio or rank, model shapes, dtype), so every node derives
+    the same layout and checks a header against it before allocating anything. Per gossiped tensor ``x``: ``x.v``
+    (values), ``x.i`` (positions, top-k and random-k) and ``x.f`` (low rank: every factor ``P_0, Q_0, P_1, …`` in
+    C order, one flat tensor, so that a deep model's many factors stay within the wire's 32 tensors).
+    """
+    layout: dict[str, TensorSpec] = {}
+    for name, spec in dense.items():
+        size = spec.shape[0]
+        shapes = compressor.message_shapes(size)
+        dtypes = [DTYPE_NAMES[d] for d in compressor.message_dtypes(size, DTYPES[spec.dtype])]
+        layout[name + VALUES] = TensorSpec(name + VALUES, dtypes[0], shapes[0])
+        rest = 1
+        if _has_indices(dtypes):
+            layout[name + INDICES] = TensorSpec(name + INDICES, dtypes[1], shapes[1])
+            rest = 2
+        if len(shapes) > rest:
+            layout[name + FACTORS] = TensorSpec(name + FACTORS, dtypes[rest],
+                                                (sum(math.prod(s) for s in shapes[rest:]),))
+    return layout
+
+
+def _has_indices(dtypes: list[str]) -> bool:
+    return len(dtypes) > 1 and dtypes[1].startswith("int")
+
+
+def to_wire(messages: Mapping[str, Compressed]) -> dict[str, Tensor]:
+    """The tensors of a compressed round message, by wire name, in :func:`compressed_layout`'s order."""
+    out: dict[str, Tensor] = {}
+    for name, msg in messages.items():
+        out[name + VALUES] = msg.values
+        if msg.indices is not None:
+            out[name + INDICES] = msg.indices
+        if msg.factors:
+            out[name + FACTORS] = torch.cat([f.reshape(-1) for f in msg.factors])
+    return out
+
+
+def from_wire(compressor: Compressor, tensors: Mapping[str, Tensor], sizes: Mapping[str, int]
+              ) -> dict[str, Compressed]:
+    """The messages a validated compressed round message carries, by gossiped tensor name (``sizes``: its entries).
+
+    Each factor is copied out of the flat tensor: decoded from its own, freshly allocated memory as the sender
+    decoded its own factors, the product ``P Qᵀ`` gives the sender's bits (the copies stay identical). Raises
+    CodecError ``compressed`` when a message breaks its compressor's rules (``Compressor.check``: positions
+    ascending, distinct and inside the tensor): it is dropped, never used.
+    """
+    out: dict[str, Compressed] = {}
+    for name, size in sizes.items():
+        shapes = compressor.message_shapes(size)
+        indices = tensors.get(name + INDICES)
+        flat = tensors.get(name + FACTORS)
+        factors: list[Tensor] = []
+        offset = 0
+        for shape in shapes[1 + (indices is not None):]:
+            assert flat is not None  # the layout has factors exactly when the compressor sends some
+            count = math.prod(shape)
+            factors.append(flat[offset:offset + count].reshape(shape).clone())
+            offset += count
+        msg = Compressed(compressor.name, size, tensors[name + VALUES], indices, tuple(factors))
+        try:
+            compressor.check(msg, size)
+        except CompressionError as exc:
+            reject("compressed", f"tensor {name!r}: {exc}")
+        out[name] = msg
+    return out
+
+
+def is_compressed(tensors: Mapping[str, Tensor] | Mapping[str, TensorSpec]) -> bool:
+    """Whether a round message carries compressed tensors (else the full public copies, by their own names)."""
+    return any(name.endswith(VALUES) for name in tensors)

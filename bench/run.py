@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.daemons import render as render_daemons
+from bench.hostile_memory import render as render_hostile_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,7 @@ def render_wire(wire: dict[str, Any]) -> list[str]:
         "# Performance",
         "",
         "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.wire_memory`, "
+        "`python -m bench.hostile_memory`, "
         "`python -m bench.bigmodel`, `python -m bench.sim`, `python -m bench.scale`, `python -m bench.topology` "
         "and `python -m bench.daemons`; `--only sim,scale` reruns some sections and keeps the others' last "
         "figures, `--only ''` only rewrites this page from docs/performance.json, "
@@ -288,7 +290,7 @@ def render_topology(topo: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = ("wire", "wire_memory", "bigmodel", "sim", "scale", "topology", "daemons")
+SECTIONS = ("wire", "wire_memory", "hostile_memory", "bigmodel", "sim", "scale", "topology", "daemons")
 
 
 def _previous() -> dict[str, Any]:
@@ -321,6 +323,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"no figures for {', '.join(missing)}: run with --only {','.join(missing)}")
     text = "\n".join(render_wire(data["wire"]) + render_wire_memory(data["wire_memory"])
+                     + render_hostile_memory(data["hostile_memory"])
                      + render_bigmodel(data["bigmodel"], data["wire"]) + render_sim(data["sim"])
                      + render_scale(data["scale"]) + render_topology(data["topology"])
                      + render_daemons(data["daemons"])) + "\n"

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
 
 COUNTERS = (("requests", "requests received"),
             ("bad_requests", "requests that broke the protocol (answered ok=false)"),
-            ("rejected", "requests the registry refused: unknown id, wrong fingerprint or key, a duplicate, ..."))
+            ("rejected", "requests the registry refused: unknown id, wrong fingerprint or key, a duplicate, ..."),
+            ("refused_handshakes", "CURVE handshakes the ZAP handler refused (a key not allowed)"),
+            ("failed_handshakes", "handshakes that failed before the ZAP handler was asked (no CURVE, a wrong "
+                                  "server key, a malformed greeting, a connection dropped halfway)"))
 GAUGES = (("expected_nodes", "nodes in the run's topology"),
           ("registered_nodes", "nodes registered and not left"),
           ("live_nodes", "registered nodes heard from within node_ttl"),

@@ -25,6 +25,8 @@ from peernet.ratelimit import RateLimitedLog
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key
 from peernet.security.zap import ZapHandler, user_id_of, warn_if_exposed
+from peernet.transport.handshakes import HandshakeMonitor
+from peernet.transport.trim import hostile_message_dropped, trim_if_due
 from peernet.transport.zmq_transport import recv_bounded
 
 log = logging.getLogger("peernet.bootstrap")
@@ -33,6 +35,8 @@ MAX_REQUEST_BYTES = 1 << 20  # requests are a few hundred bytes; libzmq drops a 
 MAX_REQUEST_FRAMES = 4  # identity, REQ's empty delimiter, the request map (and one more, answered as malformed)
 POLL_MS = 100  # how quickly serve_forever notices its stop event
 CLIENT_USER = "client"  # the User-Id of status clients (client_keys_files): they may only ask for status
+#: Counters in the status reply (``peernet status --json``): refusals, and handshakes that failed or were refused.
+STATUS_COUNTERS = ("bad_requests", "rejected", "refused_handshakes", "failed_handshakes")
 
 
 def _finite(value: Any) -> Any:
@@ -68,14 +72,17 @@ class BootstrapService:
                         self.topology.n, config.max_nodes)
         self.registry = Registry(config.registry_path, self.topology, self.fingerprint, node_ttl=config.node_ttl,
                                  max_nodes=config.max_nodes, fresh=fresh)
-        self.counters = {"requests": 0, "bad_requests": 0, "rejected": 0}
+        self.counters = {"requests": 0, "bad_requests": 0, "rejected": 0, "refused_handshakes": 0,
+                         "failed_handshakes": 0}
         self._warn = RateLimitedLog(log, every=10.0)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         self._zap: ZapHandler | None = None
+        self._handshakes: HandshakeMonitor | None = None
         try:
+            self._handshakes = HandshakeMonitor(self._ctx, self._sock, "bootstrap")  # before the bind: all counted
             if allowed is not None and secret is not None:
                 self._zap = ZapHandler(self._ctx, allowed, name="bootstrap")
                 self._sock.curve_server = True
@@ -128,11 +135,15 @@ class BootstrapService:
         stop = stop_event or self._stop
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        if self._handshakes is not None:
+            poller.register(self._handshakes.socket, zmq.POLLIN)
         log.info("serving run %s: %d nodes expected, %s; %s", self.fingerprint, self.topology.n,
                  "already started" if self.registry.started else f"{len(self.registry.missing())} still missing",
                  f"CURVE, {len(self._zap.allowed)} keys allowed" if self._zap is not None else "no CURVE")
         while not (stop.is_set() or self._stop.is_set()):
-            if poller.poll(POLL_MS):
+            ready = dict(poller.poll(POLL_MS))
+            self._count_handshakes()
+            if self._sock in ready:
                 # Drain what is queued so a burst of heartbeats does not wait on the poll timeout.
                 while True:
                     try:
@@ -141,6 +152,7 @@ class BootstrapService:
                     except zmq.Again:
                         break
                     if parts is None:  # read and thrown away frame by frame; nobody to answer
+                        hostile_message_dropped()
                         self.counters["requests"] += 1
                         self.counters["bad_requests"] += 1
                         self._warn.warning("bad-request", "bad request: too many frames or bytes (%d so far)",
@@ -149,6 +161,14 @@ class BootstrapService:
                     user = user_id_of(parts[0]) if self._zap is not None else None
                     self._serve_one([p.bytes for p in parts], user)
             self._sweep()
+            trim_if_due()  # after a hostile request, in a bootstrap process (peernet.transport.trim)
+            self._warn.flush()  # "N suppressed" once their interval passed, even if no new warning comes
+
+    def _count_handshakes(self) -> None:
+        if self._zap is not None:
+            self.counters["refused_handshakes"] = self._zap.refused  # keys the ZAP handler turned away
+        if self._handshakes is not None:
+            self.counters["failed_handshakes"] = self._handshakes.drain()  # failed before ZAP was asked
 
     def _serve_one(self, frames: list[bytes], user: str | None = None) -> None:
         """Answer one request; ``user`` is the connection's CURVE User-Id (None without CURVE)."""
@@ -218,7 +238,7 @@ class BootstrapService:
         # msgpack has NaN but JSON tools downstream (status --json) do not; 'no value' reads better anyway.
         nodes = [_finite(node) for node in reg.status(now)]
         return {"ok": True, "started": reg.started, "expected": self.topology.n, "fingerprint": self.fingerprint,
-                "nodes": nodes, "bad_requests": self.counters["bad_requests"], "rejected": self.counters["rejected"]}
+                "nodes": nodes, **{k: self.counters[k] for k in STATUS_COUNTERS}}
 
     def _start_reply(self) -> dict[str, Any]:
         if self.registry.started:
@@ -256,8 +276,11 @@ class BootstrapService:
         self.registry.close()
         if self.monitor is not None:
             self.monitor.close()
+        self._warn.flush(force=True)
 
     def _shutdown(self) -> None:
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._sock.close(linger=0)
         if self._zap is not None:
             self._zap.close()  # its thread closes its own socket, before the context goes

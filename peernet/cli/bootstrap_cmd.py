@@ -52,9 +52,13 @@ def bootstrap(config_path: str, listen: str | None, fresh: bool) -> None:
 def _serve(config_path: str, listen: str | None, fresh: bool) -> None:
     from peernet.bootstrap.config import load_bootstrap_config
     from peernet.bootstrap.service import BootstrapService
+    from peernet.transport.trim import trim_after_hostile_messages
 
     config = load_bootstrap_config(config_path, {"listen": listen} if listen else None)
     service = BootstrapService(config, fresh=fresh)
+    # Once it is bound (the command's refusals come first): this process is the bootstrap, and what a hostile
+    # request occupied goes back to the system after it (docs/security.md, "Allocator high-water").
+    trim_after_hostile_messages()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -200,9 +204,10 @@ def format_status(reply: dict[str, Any]) -> str:
     live = sum(1 for n in nodes if n.get("live"))
     head = (f"run {'started' if reply.get('started') else 'not started'}: {live}/{reply.get('expected', len(nodes))} "
             f"nodes live")
-    bad = reply.get("bad_requests")
-    if bad:
-        head += f", {bad} bad requests"
+    for key, what in (("bad_requests", "bad requests"), ("failed_handshakes", "failed handshakes"),
+                      ("refused_handshakes", "refused handshakes")):
+        if reply.get(key):
+            head += f", {reply[key]} {what}"
     rows = [("node", "state", "round", "loss", "accuracy", "last seen", "sent", "received")]
     for n in nodes:
         state = str(n.get("state"))

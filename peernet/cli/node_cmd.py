@@ -38,11 +38,13 @@ def node(config_file: str, fresh: bool, as_json: bool) -> None:
     from peernet.node.allocator import reuse_freed_memory
     from peernet.node.config import load_node_config
     from peernet.node.daemon import NodeDaemon
+    from peernet.transport.trim import trim_after_hostile_messages
 
     cfg = load_node_config(config_file)
     check_device(cfg.device, config_file)
     setup_logging(given_log_level() or cfg.log_level, cfg.id)
     reuse_freed_memory()  # the whole process is this daemon: its rounds' tensors reuse freed memory
+    trim_after_hostile_messages()  # ... and what a hostile message occupied goes back to the system after it
     daemon = NodeDaemon(cfg, fresh=fresh)
     daemon.install_signal_handlers()
     try:

@@ -1,7 +1,9 @@
 """A whole run in one process: the bootstrap and N daemons as threads, the daemons over an in-memory network.
 
 The daemons are the real ones (peernet.node.daemon) with a MemoryTransport on one MemoryHub instead of
-ZeroMQ; the bootstrap is the real service, on a loopback port. Faults are the daemon's own
+ZeroMQ; the bootstrap is the real service, on a loopback port. With ``network="zmq"`` the daemons use their
+real ZeroMQ transport on loopback TCP instead (optionally CURVE, with the keys ``peernet local`` makes), so a
+test can attack a live node with its own sockets; such nodes cannot be ``kill``ed. Faults are the daemon's own
 fault-injecting transport ([faults] in the node options); ``kill`` ends a node as SIGKILL would a process
 (no clean checkpoint, no bye, its endpoint gone at once). What only processes show (signals, namespaces,
 SSH) stays in the real-process tests; everything else runs here in seconds (docs/design.md, "Layers").
@@ -25,30 +27,34 @@ from peernet.errors import BootstrapUnavailable, ConfigError, LaunchError, NodeK
 from peernet.node.config import LAUNCHER_KEYS, NodeConfig, node_config_from_mapping
 from peernet.node.daemon import NodeDaemon
 from peernet.node.launcher import LocalCluster
-from peernet.node.wiring import Wiring
+from peernet.node.wiring import Wiring, zmq_transport
+from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, node_key_name
+from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX
 from peernet.transport import CurveKeys, MemoryHub, MemoryTransport, Place, Transport
 
 log = logging.getLogger("peernet.inproc")
 
 
 def build_node_config(out: Path, state_dir: Path, node_id: int, bootstrap: str, options: Mapping[str, Any], *,
-                      source: str | None = None) -> NodeConfig:
+                      source: str | None = None, launcher: Mapping[str, Any] | None = None) -> NodeConfig:
     """A node config for an in-process run: ``mem://<id>``, the run directory's run.toml, ``options`` parsed
     (and checked) as the keys of a node TOML file would be, ``[faults]`` included. ``source`` names where the
-    options came from, for error messages."""
+    options came from, for error messages; ``launcher`` overrides launcher keys (a ZeroMQ listen address, key
+    files)."""
     source = source or f"node {node_id} options"
     reserved = sorted(set(options) & set(LAUNCHER_KEYS))
     if reserved:
         raise ConfigError("set by the in-process run itself; leave it out", file=source, key=reserved[0])
     return node_config_from_mapping({"id": node_id, "run": str(out / "run.toml"), "listen": f"mem://{node_id}",
-                                     "bootstrap": bootstrap, "state_dir": str(state_dir), **options}, source)
+                                     "bootstrap": bootstrap, "state_dir": str(state_dir), **(launcher or {}),
+                                     **options}, source)
 
 
 class WrappedTransport:
     """A MemoryTransport behind a ``_check()`` run before every call; subclasses decide what it checks (a kill,
     a scheduled crash) and may wait differently in ``recv``."""
 
-    def __init__(self, inner: MemoryTransport) -> None:
+    def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.node_id = inner.node_id
         self.endpoint = inner.endpoint
@@ -80,17 +86,22 @@ class WrappedTransport:
 class KillableTransport(WrappedTransport):
     """Killed from another thread: it leaves the hub at once (the neighbours' sends fail, as to a dead
     process) and every later call in the node's own thread raises NodeKilled. ``killed`` is the node's own
-    flag, shared with its bootstrap client."""
+    flag, shared with its bootstrap client. Paused, the node's thread stands still at its next network call
+    until resumed, as a SIGSTOPped process would (its heartbeats, in their own thread, go on)."""
 
-    def __init__(self, inner: MemoryTransport, killed: threading.Event) -> None:
+    def __init__(self, inner: Transport, killed: threading.Event) -> None:
         super().__init__(inner)
         self.killed = killed
+        self.running = threading.Event()
+        self.running.set()
 
     def kill(self) -> None:
         self.killed.set()
+        self.running.set()
         self.inner.close()
 
     def _check(self) -> None:
+        self.running.wait()
         if self.killed.is_set():
             raise NodeKilled(f"node {self.node_id} was killed")
 
@@ -141,8 +152,13 @@ class InProcessCluster:
 
     def __init__(self, settings: RunSettings, out: str | Path, node_options: dict[str, Any] | None = None, *,
                  per_node: dict[int, dict[str, Any]] | None = None, hwm: int = 4,
-                 clock: Callable[[], float] | None = None) -> None:
-        self.layout = LocalCluster.prepare(settings, out, {}, curve=False)
+                 clock: Callable[[], float] | None = None, network: str = "memory", curve: bool = False) -> None:
+        if network not in ("memory", "zmq"):
+            raise LaunchError(f"network must be 'memory' or 'zmq', not {network!r}")
+        if curve and network != "zmq":
+            raise LaunchError("CURVE needs network='zmq': the in-memory network has no handshakes")
+        self.network = network
+        self.layout = LocalCluster.prepare(settings, out, {}, curve=curve)
         self.out = self.layout.out
         self.settings = settings
         self.topology = self.layout.topology
@@ -181,8 +197,15 @@ class InProcessCluster:
         """The node's config, built from the options exactly as a node TOML file would be parsed."""
         if not self.bootstrap_address:
             raise LaunchError("start the bootstrap before the nodes")
+        launcher: dict[str, Any] = {}
+        if self.network == "zmq":
+            launcher["listen"] = "tcp://127.0.0.1:*"
+            if self.layout.curve:
+                keys = self.out / KEYS_DIR
+                launcher |= {"secret_key": str(keys / f"{node_key_name(node_id)}{SECRET_SUFFIX}"),
+                             "bootstrap_public_key_file": str(keys / f"{BOOTSTRAP_KEY}{PUBLIC_SUFFIX}")}
         return build_node_config(self.out, self.state_dir(node_id), node_id, self.bootstrap_address,
-                                 {**self.node_options, **self.per_node.get(node_id, {})})
+                                 {**self.node_options, **self.per_node.get(node_id, {})}, launcher=launcher)
 
     def start_node(self, node_id: int, *, fresh: bool = True) -> NodeThread:
         """Start (or, with ``fresh=False``, restart from its state directory) one daemon thread."""
@@ -195,8 +218,9 @@ class InProcessCluster:
         ports: dict[str, KillableTransport] = {}
 
         def transport(cfg: NodeConfig, max_msg_size: int, curve: CurveKeys | None) -> Transport:
-            ports["transport"] = KillableTransport(MemoryTransport(cfg.id, self.hub, hwm=self.hwm,
-                                                                   max_msg_size=max_msg_size), killed)
+            inner: Transport = (MemoryTransport(cfg.id, self.hub, hwm=self.hwm, max_msg_size=max_msg_size)
+                                if self.network == "memory" else zmq_transport(cfg, max_msg_size, curve))
+            ports["transport"] = KillableTransport(inner, killed)
             if killed.is_set():  # killed before it built its transport
                 ports["transport"].kill()
             return ports["transport"]
@@ -229,6 +253,9 @@ class InProcessCluster:
     # -- faults ----------------------------------------------------------------------------------------
     def kill(self, node_id: int, timeout: float = 30.0) -> None:
         """End a node as SIGKILL would: its endpoint vanishes now, its thread stops at its next network call."""
+        if self.network != "memory":
+            # Closing a ZeroMQ socket from another thread than its own is not safe; stop_node is.
+            raise LaunchError("kill needs network='memory'")
         node = self.nodes[node_id]
         node.killed.set()  # first: a transport built from now on is killed by its factory
         transport = node.transport
@@ -237,6 +264,18 @@ class InProcessCluster:
         node.thread.join(timeout)
         if node.thread.is_alive():
             raise LaunchError(f"node {node_id} did not stop within {timeout}s of being killed")
+
+    def pause(self, node_id: int) -> None:
+        """Hold a node's thread at its next network call (``resume`` lets it go on)."""
+        transport = self.nodes[node_id].transport
+        if transport is None:
+            raise LaunchError(f"node {node_id} has no transport yet")
+        transport.running.clear()
+
+    def resume(self, node_id: int) -> None:
+        transport = self.nodes[node_id].transport
+        if transport is not None:
+            transport.running.set()
 
     # -- waiting and stopping --------------------------------------------------------------------------
     def wait_round(self, node_id: int, round_: int, timeout: float = 60.0) -> None:
@@ -260,6 +299,8 @@ class InProcessCluster:
         """Tell every daemon to stop, join them, close the bootstrap; safe to call twice."""
         for node in self.nodes.values():
             node.daemon.stop_event.set()
+            if node.transport is not None:
+                node.transport.running.set()  # a paused node must get to see the stop
         for node in self.nodes.values():
             node.thread.join(30.0)
         self.stop_bootstrap()

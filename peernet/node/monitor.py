@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.prometheus import MetricsServer, SnapshotCollector, counter, gauge
+from peernet.wire.messages import DROP_CODES
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from peernet.node.session import Session
 
-#: Messages the transport refused before the exchange saw them (its stats keys; docs/security.md).
-TRANSPORT_DROPS = ("auth_mismatch", "bad_identity", "oversize", "refused_handshakes")
+#: Messages and connections the transport refused before the exchange saw them (its stats keys; docs/security.md).
+TRANSPORT_DROPS = ("auth_mismatch", "bad_identity", "oversize", "refused_handshakes", "failed_handshakes")
+#: Why the exchange drops a message: the codec's codes, a header in another node's name, anything unforeseen.
+EXCHANGE_DROPS = (*DROP_CODES, "identity", "other")
 #: An evaluation record's numbers that the gauges show until the next evaluation.
 EVALUATED = ("test_accuracy", "distance_to_optimum", "neighbour_distance")
 #: Seconds between two computations of the tracker gauges (a few passes over the model: not every round).
@@ -45,16 +48,27 @@ class NodeMonitor:
         if now - self._tracker_at >= TRACKER_EVERY:
             self._tracker_at = now
             self._tracker = tracker_gauges(s)
-        ex, stats = s.exchange, s.transport.stats
-        drops = {("exchange", reason): n for reason, n in ex.dropped.items()}
-        drops |= {("transport", key): stats.get(key, 0) for key in TRANSPORT_DROPS}
+        ex = s.exchange
         self.collector.publish({
-            "round": s.round, "rounds": s.rounds, "loss": loss, "sent_bytes": stats.get("bytes_out", 0),
-            "received_bytes": stats.get("bytes_in", 0), "drops": drops,
+            "round": s.round, "rounds": s.rounds, "loss": loss, **self._counters(s),
             "ignored": {(reason,): n for reason, n in ex.ignored.items()},
             "timeouts": {(str(j),): ex.timeouts.get(j, 0) for j in ex.weights},  # zeros too: rate() needs them
             "wait_seconds": ex.wait_seconds, "mix_seconds": ex.mix_seconds, "catchups": s.catchups,
             "rollbacks": s.edges.rollbacks, **self._eval, **self._tracker})
+
+    def counters(self, s: Session) -> None:
+        """The traffic and drop counters as they are now (a node that stops between rounds: the last word)."""
+        self.collector.publish({**self.collector.snapshot, **self._counters(s)})
+
+    @staticmethod
+    def _counters(s: Session) -> dict[str, Any]:
+        ex, stats = s.exchange, s.transport.stats
+        # Every reason, zeros too (rate() needs them), and any reason counted that is not in the lists.
+        drops = {("exchange", reason): ex.dropped.get(reason, 0) for reason in EXCHANGE_DROPS}
+        drops |= {("exchange", reason): n for reason, n in ex.dropped.items()}
+        drops |= {("transport", key): stats.get(key, 0) for key in TRANSPORT_DROPS}
+        return {"sent_bytes": stats.get("bytes_out", 0), "received_bytes": stats.get("bytes_in", 0), "drops": drops,
+                "self_over_bound": ex.self_over_bound}
 
     def evaluated(self, record: Mapping[str, Any]) -> None:
         """An evaluation record: its accuracy or distance to the optimum and distance to the neighbours' models,
@@ -99,7 +113,9 @@ COUNTERS = (("sent_bytes", "bytes sent to neighbours"),
             ("wait_seconds", "seconds spent waiting for the neighbours' messages"),
             ("mix_seconds", "seconds spent mixing"),
             ("catchups", "jumps to the neighbours' round after a stall"),
-            ("rollbacks", "edge flows rolled back (dropped or restarted edges)"))
+            ("rollbacks", "edge flows rolled back (dropped or restarted edges)"),
+            ("self_over_bound", "rounds whose own tensors failed this node's bound check: not sent, the node stops "
+                                "(docs/security.md, Blame)"))
 
 
 def tracker_gauges(s: Session) -> dict[str, float]:

@@ -28,7 +28,8 @@ class Transport(Protocol):
     ``stats`` counts bytes_out, bytes_in, msgs_out, msgs_in (payload frames only), send_would_block,
     bad_identity (inbound routing id that is no node id), oversize (inbound message over max_msg_size or
     with too many frames), auth_mismatch (CURVE: inbound routing id that is not the node the connection's
-    key belongs to) and, with CURVE, refused_handshakes (connections the ZAP handler turned away).
+    key belongs to), refused_handshakes (CURVE: connections the ZAP handler turned away) and failed_handshakes
+    (connections whose handshake failed before the ZAP handler was asked: no CURVE, a wrong server key).
     """
 
     node_id: int

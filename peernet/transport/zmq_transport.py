@@ -14,7 +14,9 @@ import zmq
 from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import TransportError
 from peernet.security.zap import ZapHandler, user_id_of
+from peernet.transport.handshakes import HandshakeMonitor
 from peernet.transport.placement import MAX_FRAMES, Place, fill
+from peernet.transport.trim import hostile_message_dropped, trim_if_due
 
 log = logging.getLogger("peernet.transport")
 
@@ -140,6 +142,10 @@ class ZmqTransport:
     ``max_msg_size`` bounds the total payload of a delivered message. libzmq's ``MAXMSGSIZE`` applies per
     frame, so a single oversized frame gets its peer disconnected there, while a message of many small
     frames that adds up to more is dropped here and counted in ``stats["oversize"]``.
+
+    Handshakes that fail before the ZAP handler is asked (a client without CURVE, a wrong server key, a
+    malformed greeting) are counted in ``stats["failed_handshakes"]``; those the ZAP handler refuses, in
+    ``stats["refused_handshakes"]``. Both are brought up to date by every ``recv``.
     """
 
     def __init__(
@@ -166,12 +172,19 @@ class ZmqTransport:
         self._closed = False
         self.stats: dict[str, int] = dict.fromkeys(
             ("bytes_out", "bytes_in", "msgs_out", "msgs_in", "send_would_block", "bad_identity", "oversize",
-             "auth_mismatch", "refused_handshakes"), 0
+             "auth_mismatch", "refused_handshakes", "failed_handshakes"), 0
         )
         self._zap: ZapHandler | None = None
+        self._handshakes: HandshakeMonitor | None = None
         self._router: zmq.Socket = self._ctx.socket(zmq.ROUTER)
+        self._poller = zmq.Poller()
+        self._wire = 0  # bytes of the message being read, as they came (recv_into)
         try:
             self._configure_common(self._router)
+            # Before the bind, so that no handshake goes uncounted.
+            self._handshakes = HandshakeMonitor(self._ctx, self._router, f"node {node_id}")
+            self._poller.register(self._router, zmq.POLLIN)
+            self._poller.register(self._handshakes.socket, zmq.POLLIN)
             # No ROUTER_HANDOVER: every connection has its own random routing id (connection_id), so a second
             # connection presenting a live one's id is refused by libzmq instead of taking the link over.
             self._router.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
@@ -274,27 +287,41 @@ class ZmqTransport:
         after. Messages from no node, or from a connection authenticated as another node, never reach it.
         """
         self._check_open()
-        if self._zap is not None:
-            self.stats["refused_handshakes"] = self._zap.refused  # connections the ZAP handler turned away
+        self._count_handshakes()
+        trim_if_due()  # a no-op unless this process is a daemon that was attacked (peernet.transport.trim)
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining_ms = max(0, round((deadline - time.monotonic()) * 1000))
-            if not self._router.poll(remaining_ms, zmq.POLLIN):
-                return None
+            ready = dict(self._poller.poll(remaining_ms))
+            if self._router not in ready:
+                self._count_handshakes()  # at most handshake events: keep waiting for a message
+                if not ready or time.monotonic() >= deadline:
+                    return None
+                continue
+            self._wire = 0
             try:
                 got = self._read_message(place)
             except zmq.Again:
                 continue
+            if 0 <= self._max_msg_size < self._wire:
+                hostile_message_dropped()  # frames read into place()'s views, or discarded, past the bound
             if got is not None:
                 size = sum(f.nbytes for f in got[1])
                 if 0 <= self._max_msg_size < size:
                     self.stats["oversize"] += 1
+                    hostile_message_dropped()
                 else:
                     self.stats["msgs_in"] += 1
                     self.stats["bytes_in"] += size
                     return got
             if time.monotonic() >= deadline:
                 return None
+
+    def _count_handshakes(self) -> None:
+        if self._zap is not None:
+            self.stats["refused_handshakes"] = self._zap.refused  # connections the ZAP handler turned away
+        if self._handshakes is not None:
+            self.stats["failed_handshakes"] = self._handshakes.drain()  # failed before ZAP was asked
 
     def _read_message(self, place: Place | None) -> tuple[int, list[memoryview]] | None:
         """Read one whole message off the ROUTER (its first frame without blocking); None when it is dropped."""
@@ -315,13 +342,16 @@ class ZmqTransport:
             if rest is not None:
                 return sender, [p.buffer for p in rest]
             self.stats["oversize"] += 1
+            hostile_message_dropped()
             return None
         if routing.more:
             fill((), self._recv_into, self._more, 0)  # read the rest of the message and throw it away
         return None
 
     def _recv_into(self, view: memoryview) -> int:
-        return int(self._router.recv_into(view))
+        size = int(self._router.recv_into(view))
+        self._wire += size  # the frame's length on the wire, whatever of it the view took
+        return size
 
     def _more(self) -> bool:
         return bool(self._router.getsockopt(zmq.RCVMORE))
@@ -340,6 +370,8 @@ class ZmqTransport:
         self._closed = True
         for peer in list(self._dealers):
             self.disconnect(peer)
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._router.close(linger=0)
         if self._zap is not None:
             self._zap.close()

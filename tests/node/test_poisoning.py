@@ -18,6 +18,7 @@ import msgpack
 import pytest
 import torch
 
+from peernet.bootstrap.client import BootstrapClient
 from peernet.config import RunSettings
 from peernet.core.rounds import RoundPolicy
 from peernet.errors import StateOutOfBounds
@@ -101,6 +102,10 @@ def test_without_clipping_the_pushed_nodes_stop_and_the_first_names_the_member(
     assert all(isinstance(e, StateOutOfBounds) for e in errors.values()), errors
     ends = _summaries(cluster, HONEST)
     assert all(e["stopped"] == "out_of_bounds" and e["self_over_bound"] == 1 for e in ends.values())
+    # The last heartbeat carried it to the bootstrap as well (`peernet status --json`).
+    with BootstrapClient(cluster.bootstrap_address, timeout=5.0, retries=1) as client:
+        last = {n["id"]: n["metrics"] for n in client.status()["nodes"]}
+    assert all(last[i].get("self_over_bound") == 1 for i in HONEST), last
     # ... so no honest node was ever sent an out-of-bound value by another, and none blamed another.
     _no_honest_node_blamed(ends)
     # The first to go over is a neighbour of the member, and it names the member: its values led ours the most.

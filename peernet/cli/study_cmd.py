@@ -130,10 +130,13 @@ def _tell(name: str, out_dir: Path, result: SweepResult, as_json: bool) -> None:
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="also write TensorBoard event files of the same metrics into DIR: one run per node (daemon runs) "
                    "or per cell (sweeps); step = round")
+@click.option("--target", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+              metavar="ACCURACY", help="also tabulate the rounds and the bytes each setting needed to reach this mean "
+                                       "test accuracy (e.g. 0.7), against the same setting uncompressed")
 @log_level_option()
 @reports_errors
 def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: str | None, csv_file: str | None,
-           tensorboard_dir: str | None) -> None:
+           tensorboard_dir: str | None, target: float | None) -> None:
     """Table (report.md) and plots (accuracy.png, consensus.png, heterogeneity.png) of a run directory.
 
     RUN_DIR is a `peernet sweep` directory, a `peernet simulate --out` directory or a daemon run directory
@@ -152,7 +155,7 @@ def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: 
         merged = merge_run_dir(run_dir, data_dir=data_dir)
         click.echo(format_summary(merged), err=as_json)  # --json: stdout holds the JSON only
     exported = _export(Path(run_dir), csv_file, tensorboard_dir)  # first: a run without a summary yet has rounds
-    result = write_report(run_dir, out)
+    result = write_report(run_dir, out, target)
     result["files"] += exported
     click.echo(result["table"], err=as_json)
     click.echo("wrote " + ", ".join(result["files"]), err=True)
@@ -160,6 +163,8 @@ def report(run_dir: str, out: str | None, as_json: bool, merge: bool, data_dir: 
         rows = {"kind": result["kind"], "rows": result["rows"], "files": result["files"]}
         if result.get("selection") is not None:
             rows["selection"] = result["selection"]
+        if result.get("target") is not None:
+            rows["target"] = result["target"]
         click.echo(json.dumps(rows if merged is None else rows | {"summary": merged}))
 
 

@@ -16,6 +16,7 @@ from peernet.metrics.jsonl import read_jsonl
 from peernet.rundir import SETTINGS_NAME, settings_digest
 from peernet.study.grid import describe, fmt_value
 from peernet.study.selection_report import reported, selection_section
+from peernet.study.target import target_rows, target_section
 
 HETEROGENEITY_FIELDS = {"partition", "classes_per_node", "alpha", "heterogeneity"}
 _PARTITION_KEYS: dict[str, tuple[str, ...]] = {"classes": ("partition", "classes_per_node"),
@@ -365,8 +366,9 @@ def _heterogeneity_plot(runs: list[Run], meta: dict[str, Any], path: Path, key: 
     return _panels(groups, path, ylabel, draw, logy=logy, xlabel="heterogeneity (most → least)")
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Write report.md and the plots under ``out`` (default: the run directory); return rows and file paths."""
+def write_report(run_dir: str | Path, out: str | Path | None = None, target: float | None = None) -> dict[str, Any]:
+    """Write report.md and the plots under ``out`` (default: the run directory); return rows and file paths.
+    With ``target`` (an accuracy in (0, 1)) also how many rounds and bytes each setting needed to reach it."""
     src = Path(run_dir)
     if not src.is_dir():
         raise ConfigError("no such run directory", file=str(src))
@@ -404,8 +406,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
                      "to its neighbours' models, averaged over nodes (summary.json's consensus_distance, "
                      "mean_i ‖x_i − x̄‖², needs every model at once).")
     sections = [selection_section(chosen)] if chosen else []
+    if target is not None:
+        sections.append(target_section(runs, target))
     text = "\n\n".join([f"# Report: {title}", *notes, table, "Plots: " + ", ".join(f.name for f in files),
                         *sections]) + "\n"
     (dest / "report.md").write_text(text)
     return {"kind": kind, "table": table, "rows": rows, "files": [str(f) for f in [dest / "report.md", *files]],
-            "selection": chosen.get("choices")}
+            "selection": chosen.get("choices"), "target": None if target is None else target_rows(runs, target)}

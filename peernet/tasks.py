@@ -21,6 +21,8 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
 from peernet.config import RunSettings
+from peernet.core.compressed_gossip import consensus_step
+from peernet.core.compressors import Compressor, make_compressor
 from peernet.data.augment import crop_offsets, crop_padding, random_crop
 from peernet.data.quadratic import QuadraticProblem, make_quadratic
 from peernet.models import build_model
@@ -416,3 +418,15 @@ def make_task(settings: RunSettings, nodes: int, node: int | None = None) -> Qua
     if settings.dataset == "quadratic":
         return QuadraticTask(settings, nodes)
     return ImageTask(settings, nodes, node)
+
+
+def run_compressor(settings: RunSettings, task: Task) -> tuple[Compressor, float] | None:
+    """The run's compressor and consensus step γ (None: plain gossip), built alike by the simulator and every daemon
+    so that their messages are the same: the run seed, and low rank cut by the model's parameter shapes (the
+    quadratic task has none: one matrix)."""
+    if settings.compression == "none":
+        return None
+    layout = getattr(task, "layout", None)
+    compressor = make_compressor(settings.compression, ratio=settings.compression_ratio, rank=settings.compression_rank,
+                                 seed=settings.seed, shapes=None if layout is None else layout.shapes)
+    return compressor, consensus_step(compressor, task.dim, settings.consensus_step)

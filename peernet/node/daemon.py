@@ -29,8 +29,7 @@ from peernet.config import (
 )
 from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
 from peernet.core.clipping import clip_radii
-from peernet.core.compressed_gossip import NodeCompressedGossip, consensus_step
-from peernet.core.compressors import make_compressor
+from peernet.core.compressed_gossip import NodeCompressedGossip
 from peernet.core.edge_copies import EdgeCopies
 from peernet.core.edges import NodeEdges
 from peernet.core.topology import GENERATORS
@@ -57,7 +56,7 @@ from peernet.node.session import Session
 from peernet.node.statefiles import read_incarnation, read_table, write_incarnation, write_table
 from peernet.node.wiring import Wiring
 from peernet.security.zap import warn_if_exposed
-from peernet.tasks import ImageTask, QuadraticTask, make_task
+from peernet.tasks import ImageTask, QuadraticTask, make_task, run_compressor
 from peernet.transport import CurveKeys, Transport
 from peernet.transport.faults import INJECTED_KEYS, FaultyTransport
 from peernet.wire.messages import TensorSpec
@@ -200,18 +199,11 @@ class NodeDaemon:
                        metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
 
     def _edge_copies(self, task: QuadraticTask | ImageTask) -> EdgeCopies | None:
-        """The run's compressed gossip for this node (None: plain gossip), built exactly as the simulator builds
-        its own (peernet.sim.run.compression_of): the same compressor, seed, model shapes and γ, and this node's
-        index in the topology as its row, so that its messages are the simulator's."""
-        settings = self.settings
-        if settings.compression == "none":
-            return None
-        layout = getattr(task, "layout", None)
-        compressor = make_compressor(settings.compression, ratio=settings.compression_ratio,
-                                     rank=settings.compression_rank, seed=settings.seed,
-                                     shapes=None if layout is None else layout.shapes)
-        gamma = consensus_step(compressor, task.dim, settings.consensus_step)
-        return EdgeCopies(NodeCompressedGossip(self.index, compressor, gamma))
+        """The run's compressed gossip for this node (None: plain gossip), built as the simulator builds its own
+        (peernet.tasks.run_compressor), with this node's index in the topology as its row, so that its messages
+        are the simulator's."""
+        made = run_compressor(self.settings, task)
+        return None if made is None else EdgeCopies(NodeCompressedGossip(self.index, *made))
 
     def restore(self, task: QuadraticTask | ImageTask, algorithm: Algorithm, edges: NodeEdges,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, bool, bool]:

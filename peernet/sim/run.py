@@ -15,8 +15,7 @@ from peernet.atomic import write_atomic
 from peernet.config import RunSettings, eval_interval, resolve_topology, scheduled_step_size, total_rounds
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.clipping import clip_radii
-from peernet.core.compressed_gossip import StackedCompressedGossip, consensus_step
-from peernet.core.compressors import make_compressor
+from peernet.core.compressed_gossip import StackedCompressedGossip
 from peernet.core.mixing import consensus_distance
 from peernet.device import resolve_device
 from peernet.errors import SimulationError
@@ -25,7 +24,7 @@ from peernet.metrics.memory import peak_rss_mb
 from peernet.metrics.progress import Progress
 from peernet.rundir import SETTINGS_NAME, run_record, settings_digest
 from peernet.sim.engine import Mode, Simulator
-from peernet.tasks import Task, make_task
+from peernet.tasks import Task, make_task, run_compressor
 
 SUMMARY_KEYS = ("algorithm", "nodes", "rounds", "wall_seconds", "mean_test_accuracy",
                 "averaged_model_test_accuracy", "consensus_distance")
@@ -73,17 +72,9 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
 
 
 def compression_of(settings: RunSettings, task: Task) -> StackedCompressedGossip | None:
-    """The run's compressed gossip for the simulator, or None for plain gossip (``compression = "none"``).
-
-    Low rank cuts the flat vector by the model's parameter shapes; the quadratic task has none (one matrix).
-    """
-    if settings.compression == "none":
-        return None
-    layout = getattr(task, "layout", None)
-    compressor = make_compressor(settings.compression, ratio=settings.compression_ratio,
-                                 rank=settings.compression_rank, seed=settings.seed,
-                                 shapes=None if layout is None else layout.shapes)
-    return StackedCompressedGossip(compressor, consensus_step(compressor, task.dim, settings.consensus_step))
+    """The run's compressed gossip for the simulator, or None for plain gossip (``compression = "none"``)."""
+    made = run_compressor(settings, task)
+    return None if made is None else StackedCompressedGossip(*made)
 
 
 def _train(sim: Simulator, settings: RunSettings, rounds: int, writer: MetricsWriter | None, progress: bool

@@ -31,7 +31,8 @@ def render_wire(wire: dict[str, Any]) -> list[str]:
         "",
         "Produced by `bash bench/run.sh` (which runs `python -m bench.wire`, `python -m bench.wire_memory`, "
         "`python -m bench.hostile_memory`, "
-        "`python -m bench.bigmodel`, `python -m bench.sim`, `python -m bench.scale`, `python -m bench.topology` "
+        "`python -m bench.bigmodel`, `python -m bench.bandwidth` (root), `python -m bench.sim`, "
+        "`python -m bench.scale`, `python -m bench.topology` "
         "and `python -m bench.daemons`; `--only sim,scale` reruns some sections and keeps the others' last "
         "figures, `--only ''` only rewrites this page from docs/performance.json, "
         f"each section says when it was measured). Machine: {m['cpu']}, {m['cores']} cores, "
@@ -149,6 +150,33 @@ def render_bigmodel(big: dict[str, Any], wire: dict[str, Any]) -> list[str]:
                      f"{r['compute_s']['median']:.2f} | {r['wait_s']['median']:.2f} | {r['mix_s']['median']:.3f} | "
                      f"{r['mb_out']['median']:.0f} | {r['mb_in']['median']:.0f} | "
                      f"{f'{ideal:.3f}' if ideal else '–'} | {ratio} |")
+    return lines
+
+
+def render_bandwidth(bw: dict[str, Any]) -> list[str]:
+    """Time to the target accuracy on rate-limited links, with and without compression."""
+    target = bw["target"] * 100
+    base = next((r for r in bw["results"] if r["scenario"] == "bandwidth-20mbit"), None)
+    base_s = base["seconds"]["median"] if base and base["seconds"] else None
+    lines = ["", f"## Time to {target:g}% on {bw['rate']} links (`python -m bench.bandwidth`)", "",
+             f"Measured {bw.get('date', '?')}. `peernet chaos node/chaos/<scenario>.toml`: the reference run (8 "
+             "LeNet-GN daemons, Fashion-MNIST, ring, k = 2, Momentum Tracking, 3 epochs), every process in its own "
+             f"network namespace with its outgoing traffic limited to {bw['rate']} by tc tbf. Seconds from the first "
+             f"round to the first evaluation (every 15 rounds) at which the nodes' mean test accuracy reached "
+             f"{target:g}%, MB all nodes sent until then, the final accuracy after 180 rounds; min / median / max of "
+             "the repetitions (the scenarios taking turns). 'sooner' divides the uncompressed median time by the "
+             "row's.", "",
+             "| scenario | reached | round | seconds | MB sent | sooner | final acc (%) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def mmm(v: dict[str, float] | None, fmt: str, scale: float = 1.0) -> str:
+        return "–" if v is None else " / ".join(format(v[k] * scale, fmt) for k in ("min", "median", "max"))
+
+    for r in bw["results"]:
+        sooner = f"{base_s / r['seconds']['median']:.2f}×" if base_s and r["seconds"] else "–"
+        lines.append(f"| {r['scenario']} | {r['reached']}/{r['repetitions']} | {mmm(r['round'], '.0f')} | "
+                     f"{mmm(r['seconds'], '.1f')} | {mmm(r['megabytes_sent'], '.0f')} | {sooner} | "
+                     f"{mmm(r['final_accuracy'], '.2f', 100.0)} |")
     return lines
 
 
@@ -290,7 +318,7 @@ def render_topology(topo: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = ("wire", "wire_memory", "hostile_memory", "bigmodel", "sim", "scale", "topology", "daemons")
+SECTIONS = ("wire", "wire_memory", "hostile_memory", "bigmodel", "bandwidth", "sim", "scale", "topology", "daemons")
 
 
 def _previous() -> dict[str, Any]:
@@ -324,7 +352,8 @@ def main() -> None:
         raise SystemExit(f"no figures for {', '.join(missing)}: run with --only {','.join(missing)}")
     text = "\n".join(render_wire(data["wire"]) + render_wire_memory(data["wire_memory"])
                      + render_hostile_memory(data["hostile_memory"])
-                     + render_bigmodel(data["bigmodel"], data["wire"]) + render_sim(data["sim"])
+                     + render_bigmodel(data["bigmodel"], data["wire"]) + render_bandwidth(data["bandwidth"])
+                     + render_sim(data["sim"])
                      + render_scale(data["scale"]) + render_topology(data["topology"])
                      + render_daemons(data["daemons"])) + "\n"
     (ROOT / "docs" / "performance.md").write_text(text)

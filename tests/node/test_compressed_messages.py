@@ -117,3 +117,20 @@ def test_lowrank_factors_travel_as_one_flat_tensor() -> None:
     back = from_wire(compressor, wire, {"x": size})["x"]
     assert all(torch.equal(a, b) for a, b in zip(msg.tensors(), back.tensors(), strict=True))
     assert torch.equal(compressor.decode(back, v), compressor.decode(msg, v))
+
+
+def test_daemons_over_real_sockets_equal_the_simulator_with_compression(tmp_path: Any) -> None:
+    """Four daemons over loopback ZeroMQ (CURVE on), compressing, end exactly where the per-node simulator does
+    (low rank's flat factors are compared with the simulator in protocol mode, tests/sim/test_compression.py)."""
+    import dataclasses
+
+    from peernet.node.inproc import InProcessCluster
+    from tests.clusters import FAST, RING8_QUADRATIC, params, reference
+
+    settings = dataclasses.replace(RING8_QUADRATIC, nodes=4, rounds=150, compression="topk", compression_ratio=0.25)
+    with InProcessCluster(settings, tmp_path / "run", {**FAST, "deadline_floor": 10.0, "deadline_ceiling": 20.0},
+                          network="zmq", curve=True) as cluster:
+        cluster.start()
+        ends = cluster.wait(timeout=90)
+    assert all(e["finished"] and e["timeouts"] == {} and e["rollbacks"] == 0 for e in ends.values()), ends
+    assert torch.equal(params(cluster), reference(settings, tmp_path))

@@ -34,9 +34,11 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The trimmer is process-wide: whatever a test turns on is turned off again after it."""
-    for name in ("libc", "clock", "pending", "last_drop", "trims"):
-        monkeypatch.setattr(TRIMMER, name, getattr(TRIMMER, name))
+    """The trimmer is process-wide: each test starts with it off and untouched (a CLI test earlier in the same
+    process may have turned it on, as `peernet node` does), and whatever a test turns on is undone after it."""
+    for name, fresh in (("libc", None), ("pending", False), ("last_drop", float("-inf")), ("trims", 0)):
+        monkeypatch.setattr(TRIMMER, name, fresh)
+    monkeypatch.setattr(TRIMMER, "clock", TRIMMER.clock)
     yield
 
 

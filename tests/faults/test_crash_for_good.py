@@ -25,7 +25,9 @@ from tests.clusters import RING8_QUADRATIC
 
 DEAD, AT = 3, 200
 CEILING = 3.0
-QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=3000, seed=3)
+# The exponential graph of 8: node 3 has five neighbours, and its survivors stay well connected, so they reach
+# their optimum in hundreds of rounds (on the ring they form a path, which took 3,000 rounds and 18 s here).
+QUAD = dataclasses.replace(RING8_QUADRATIC, topology="exponential", rounds=600, seed=3)
 SURVIVORS = [i for i in range(8) if i != DEAD]
 
 
@@ -43,13 +45,13 @@ def _vectorized_crash(settings: RunSettings, rollback: bool) -> torch.Tensor:
 @pytest.mark.parametrize("rollback", [True, False])
 def test_survivors_reach_their_optimum_only_with_rollback(tmp_path: Path, rollback: bool) -> None:
     options = {"deadline_floor": 1.0, "deadline_ceiling": CEILING, "rollback": rollback}
-    # Without rollback the bias shows long before 3,000 rounds; with it, the path graph needs them to converge.
-    settings = QUAD if rollback else dataclasses.replace(QUAD, rounds=1000)
+    settings = QUAD
     summary = run_protocol(settings, tmp_path, crashes={DEAD: AT}, node_options=options, progress=False)
     assert summary["survivors"] == SURVIVORS and summary["finished_nodes"] == 7
     ends = {i: json.loads((tmp_path / "nodes" / f"node{i}" / "summary.json").read_text()) for i in SURVIVORS}
-    # Its two neighbours excluded it (once: the edge stays down), nobody else was ever excluded.
-    assert {i: e["timeouts"] for i, e in ends.items() if e["timeouts"]} == {2: {"3": 1}, 4: {"3": 1}}
+    # Its neighbours excluded it (once each: the edge stays down), nobody else was ever excluded.
+    neighbours = resolve_topology(QUAD).neighbours(DEAD)
+    assert {i: e["timeouts"] for i, e in ends.items() if e["timeouts"]} == {j: {"3": 1} for j in neighbours}
     waits = [rec["wait_s"] for i in SURVIVORS for rec in read_jsonl(tmp_path / "nodes" / f"node{i}" / "metrics.jsonl")
              if rec.get("event") == "round"]
     assert max(waits) <= CEILING  # no round waited past the ceiling (virtual seconds)

@@ -43,7 +43,7 @@ def test_quadratic_same_parameters_and_distance(tmp_path: Path, transport: str) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["momentum-tracking", "dsgdm"])
+@pytest.mark.parametrize("algorithm", ["momentum-tracking"])  # a rule without a tracker: tests/sim/test_protocol.py
 def test_lenet_same_parameters(tmp_path: Path, algorithm: str) -> None:
     args = ["--algorithm", algorithm, "--dataset", "fashion-mnist", "--model", "lenet", "--nodes", "4",
             "--topology", "ring", "--rounds", "12", "--batch-size", "32", "--lr", "0.01", "--eval-samples", "500"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from peernet.config import RunSettings
@@ -35,9 +37,11 @@ def test_same_seed_same_run_message_for_message(tmp_path: Path) -> None:
     assert one["tracker_sum_error"] <= 1e-9  # and every exclusion was rolled back exactly
 
 
-def test_without_faults_it_equals_the_simulator(tmp_path: Path) -> None:
-    summary = run_protocol(QUAD, tmp_path / "p", progress=False)
-    run_simulation(QUAD, tmp_path / "s", progress=False)
+@pytest.mark.parametrize("algorithm", ["momentum-tracking", "dsgdm"])  # with and without a tracker's edge flows
+def test_without_faults_it_equals_the_simulator(tmp_path: Path, algorithm: str) -> None:
+    settings = dataclasses.replace(QUAD, algorithm=algorithm)
+    summary = run_protocol(settings, tmp_path / "p", progress=False)
+    run_simulation(settings, tmp_path / "s", progress=False)
     x_sim = torch.load(tmp_path / "s" / "final_params.pt", weights_only=True)["params"]
     assert float((_params(tmp_path / "p", list(range(6))) - x_sim).abs().max()) <= 1e-12
     assert summary["virtual_seconds"] < 1.0  # nobody ever waited for a deadline

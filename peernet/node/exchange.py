@@ -40,7 +40,7 @@ from peernet.wire.codec import (
     specs_of,
     tensor_frames,
 )
-from peernet.wire.compressed import compressed_layout, from_wire, is_compressed, to_wire
+from peernet.wire.compressed import check_wire, compressed_layout, is_compressed, to_wire, unpack
 from peernet.wire.messages import DTYPES, PROTOCOL_VERSION, Expectation, Header, Message, TensorSpec
 
 log = logging.getLogger("peernet.node")
@@ -331,7 +331,7 @@ class Exchange:
             return check_finite(tensors, self.max_abs)
         assert self.copies is not None  # the layout has compressed names only when the run compresses
         peaks = check_finite({k: t for k, t in tensors.items() if t.is_floating_point()})
-        from_wire(self.copies.gossip.compressor, tensors, self._sizes())
+        check_wire(self.copies.gossip.compressor, tensors, self._sizes())
         return peaks
 
     def _sizes(self) -> dict[str, int]:
@@ -587,7 +587,8 @@ class Exchange:
         if not is_compressed(tensors):
             return Incoming(epoch, full=tensors)
         assert self.copies is not None
-        return Incoming(epoch, compressed=from_wire(self.copies.gossip.compressor, tensors, self._sizes()))
+        # Checked when it was filed (_check_payload) and untouched since: only assembled here.
+        return Incoming(epoch, compressed=unpack(self.copies.gossip.compressor, tensors, self._sizes()))
 
     def _mix(self, name: str, own: torch.Tensor, theirs: dict[int, torch.Tensor], weights: dict[int, float]
              ) -> torch.Tensor:

@@ -62,9 +62,26 @@ def from_wire(compressor: Compressor, tensors: Mapping[str, Tensor], sizes: Mapp
 
     Each factor is copied out of the flat tensor: decoded from its own, freshly allocated memory as the sender
     decoded its own factors, the product ``P Qᵀ`` gives the sender's bits (the copies stay identical). Raises
-    CodecError ``compressed`` when a message breaks its compressor's rules (``Compressor.check``: positions
-    ascending, distinct and inside the tensor): it is dropped, never used.
+    CodecError ``compressed`` when a message breaks its compressor's rules (:func:`check_wire`).
     """
+    check_wire(compressor, tensors, sizes)
+    return unpack(compressor, tensors, sizes)
+
+
+def check_wire(compressor: Compressor, tensors: Mapping[str, Tensor], sizes: Mapping[str, int]) -> None:
+    """CodecError ``compressed`` unless every message follows its compressor's rules (``Compressor.check``:
+    positions ascending, distinct and inside the tensor): such a message is dropped, never used."""
+    for name, msg in unpack(compressor, tensors, sizes, copy=False).items():
+        try:
+            compressor.check(msg, sizes[name])
+        except CompressionError as exc:
+            reject("compressed", f"tensor {name!r}: {exc}")
+
+
+def unpack(compressor: Compressor, tensors: Mapping[str, Tensor], sizes: Mapping[str, int], *, copy: bool = True
+           ) -> dict[str, Compressed]:
+    """The messages of a compressed round message as they are, unchecked (a message filed after
+    :func:`check_wire`); ``copy``: each low-rank factor in memory of its own (see :func:`from_wire`)."""
     out: dict[str, Compressed] = {}
     for name, size in sizes.items():
         shapes = compressor.message_shapes(size)
@@ -75,14 +92,10 @@ def from_wire(compressor: Compressor, tensors: Mapping[str, Tensor], sizes: Mapp
         for shape in shapes[1 + (indices is not None):]:
             assert flat is not None  # the layout has factors exactly when the compressor sends some
             count = math.prod(shape)
-            factors.append(flat[offset:offset + count].reshape(shape).clone())
+            factor = flat[offset:offset + count].reshape(shape)
+            factors.append(factor.clone() if copy else factor)
             offset += count
-        msg = Compressed(compressor.name, size, tensors[name + VALUES], indices, tuple(factors))
-        try:
-            compressor.check(msg, size)
-        except CompressionError as exc:
-            reject("compressed", f"tensor {name!r}: {exc}")
-        out[name] = msg
+        out[name] = Compressed(compressor.name, size, tensors[name + VALUES], indices, tuple(factors))
     return out
 
 

@@ -25,7 +25,7 @@ from peernet.ratelimit import RateLimitedLog
 from peernet.security.cluster import key_owners
 from peernet.security.keys import load_public_key, load_secret_key
 from peernet.security.zap import ZapHandler, user_id_of, warn_if_exposed
-from peernet.transport.handshakes import HandshakeMonitor
+from peernet.transport.handshakes import HandshakeMonitor, count_handshakes
 from peernet.transport.trim import hostile_message_dropped, trim_if_due
 from peernet.transport.zmq_transport import recv_bounded
 
@@ -142,7 +142,7 @@ class BootstrapService:
                  f"CURVE, {len(self._zap.allowed)} keys allowed" if self._zap is not None else "no CURVE")
         while not (stop.is_set() or self._stop.is_set()):
             ready = dict(poller.poll(POLL_MS))
-            self._count_handshakes()
+            count_handshakes(self.counters, self._zap, self._handshakes)
             if self._sock in ready:
                 # Drain what is queued so a burst of heartbeats does not wait on the poll timeout.
                 while True:
@@ -163,12 +163,6 @@ class BootstrapService:
             self._sweep()
             trim_if_due()  # after a hostile request, in a bootstrap process (peernet.transport.trim)
             self._warn.flush()  # "N suppressed" once their interval passed, even if no new warning comes
-
-    def _count_handshakes(self) -> None:
-        if self._zap is not None:
-            self.counters["refused_handshakes"] = self._zap.refused  # keys the ZAP handler turned away
-        if self._handshakes is not None:
-            self.counters["failed_handshakes"] = self._handshakes.drain()  # failed before ZAP was asked
 
     def _serve_one(self, frames: list[bytes], user: str | None = None) -> None:
         """Answer one request; ``user`` is the connection's CURVE User-Id (None without CURVE)."""

@@ -136,7 +136,7 @@ def _summary(sim: Simulator, settings: RunSettings, rounds: int, last_eval: dict
         summary["message_bytes_per_node"] = sim.compression.bytes_sent / n
     else:  # the dense tensors themselves, so that compressed and plain runs compare (peernet report --target)
         summary["message_bytes_per_node"] = (len(sim.algorithm.sent) * sim.task.dim
-                                             * torch.empty((), dtype=sim.task.dtype).element_size())
+                                             * sim.task.dtype.itemsize)
     if settings.dataset != "quadratic":
         summary["samples_per_second"] = rounds * n * settings.batch_size / max(train_seconds, 1e-9)
     for key in ("distance_to_optimum", "mean_val_accuracy", "averaged_model_val_accuracy", "final_loss"):

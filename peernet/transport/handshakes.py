@@ -10,6 +10,7 @@ import struct
 import zmq
 
 from peernet.errors import TransportError
+from peernet.security.zap import ZapHandler
 
 log = logging.getLogger("peernet.transport")
 
@@ -70,3 +71,12 @@ class HandshakeMonitor:
             with contextlib.suppress(zmq.ZMQError):
                 self._watched.disable_monitor()
         self.socket.close(linger=0)
+
+
+def count_handshakes(counts: dict[str, int], zap: ZapHandler | None, monitor: HandshakeMonitor | None) -> None:
+    """Bring a listening socket's ``refused_handshakes`` (keys its ZAP handler turned away) and
+    ``failed_handshakes`` (handshakes that failed before ZAP was asked) in ``counts`` up to date."""
+    if zap is not None:
+        counts["refused_handshakes"] = zap.refused
+    if monitor is not None:
+        counts["failed_handshakes"] = monitor.drain()

@@ -14,7 +14,7 @@ import zmq
 from peernet.core.topology_limits import MAX_NODE_ID
 from peernet.errors import TransportError
 from peernet.security.zap import ZapHandler, user_id_of
-from peernet.transport.handshakes import HandshakeMonitor
+from peernet.transport.handshakes import HandshakeMonitor, count_handshakes
 from peernet.transport.placement import MAX_FRAMES, Place, fill
 from peernet.transport.trim import hostile_message_dropped, trim_if_due
 
@@ -287,14 +287,15 @@ class ZmqTransport:
         after. Messages from no node, or from a connection authenticated as another node, never reach it.
         """
         self._check_open()
-        self._count_handshakes()
+        count_handshakes(self.stats, self._zap, self._handshakes)
         trim_if_due()  # a no-op unless this process is a daemon that was attacked (peernet.transport.trim)
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining_ms = max(0, round((deadline - time.monotonic()) * 1000))
             ready = dict(self._poller.poll(remaining_ms))
             if self._router not in ready:
-                self._count_handshakes()  # at most handshake events: keep waiting for a message
+                # At most handshake events: count them and keep waiting for a message.
+                count_handshakes(self.stats, self._zap, self._handshakes)
                 if not ready or time.monotonic() >= deadline:
                     return None
                 continue
@@ -316,12 +317,6 @@ class ZmqTransport:
                     return got
             if time.monotonic() >= deadline:
                 return None
-
-    def _count_handshakes(self) -> None:
-        if self._zap is not None:
-            self.stats["refused_handshakes"] = self._zap.refused  # connections the ZAP handler turned away
-        if self._handshakes is not None:
-            self.stats["failed_handshakes"] = self._handshakes.drain()  # failed before ZAP was asked
 
     def _read_message(self, place: Place | None) -> tuple[int, list[memoryview]] | None:
         """Read one whole message off the ROUTER (its first frame without blocking); None when it is dropped."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.daemons import spread
 from peernet.metrics.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def run(scenario: str, out: Path, target: float) -> dict[str, Any]:
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
+    return spread(values) if values else None  # None: no repetition reached the target
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

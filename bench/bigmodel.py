@@ -9,23 +9,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.daemons import ROOT
+from bench.daemons import ROOT, spread
 from peernet.metrics.jsonl import read_jsonl
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
     return [r for r in read_jsonl(path) if r.get("event") == "round"]
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
 
 def run(*, nodes: int, rounds: int, batch: int, curve: bool, skip: int, model: str) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def run(*, nodes: int, rounds: int, batch: int, curve: bool, skip: int, model: s
                 per_round["mix_s"].append(rec["mix_s"])
                 per_round["mb_out"].append((rec["bytes_out"] - prev["bytes_out"]) / 1e6)
                 per_round["mb_in"].append((rec["bytes_in"] - prev["bytes_in"]) / 1e6)
-        return {"curve": curve, **{k: _spread(v) for k, v in per_round.items()}}
+        return {"curve": curve, **{k: spread(v) for k, v in per_round.items()}}
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from peernet import toml_files
 from peernet.core.schedules import SCHEDULES, step_size_at
+from peernet.core.tracker_start import TRACKER_STARTS, AverageStart, average_start
 from peernet.errors import ConfigError, TopologyError
 
 T = TypeVar("T")
@@ -24,6 +25,9 @@ MODEL_NAMES = ("mlp", "lenet", "vgg11", "resnet20")
 PARTITION_NAMES = ("iid", "classes", "dirichlet")
 DTYPE_NAMES = ("float32", "float64")
 #: peernet.core.compressors.COMPRESSORS, repeated here so that reading settings does not load torch.
+TRACKING_NAMES = ("gradient-tracking", "momentum-tracking")
+#: The most gossip averaging rounds of the average start (an 8-node ring needs about 20 for 1% of the spread).
+MAX_START_ROUNDS = 100_000
 COMPRESSION_NAMES = ("none", "fp16", "bf16", "topk", "randk", "lowrank")
 
 
@@ -73,7 +77,7 @@ def check_fields(obj: Any) -> None:
 
 #: Run settings added after runs were already being checkpointed: in the fingerprint only when not default.
 LATER_KEYS = ("schedule", "warmup_rounds", "decay", "augment", "clip_tau", "clip_tau_tracker", "compression",
-              "compression_ratio", "compression_rank", "consensus_step")
+              "compression_ratio", "compression_rank", "consensus_step", "tracker_init", "tracker_init_rounds")
 
 
 @dataclass(frozen=True)
@@ -151,9 +155,24 @@ class RunSettings:
                                          "fraction ρ of entries sent: 1 for fp16/bf16, 1 − (1 − ρ)³ topk, ρ/2 randk, "
                                          "ρ lowrank (docs/algorithms.md)"})
 
+    tracker_init: str = field(default="zero", metadata=_choices(*TRACKER_STARTS) | {"help": "how the tracking "
+                              "rules' tracker starts: zero, or average = from the network average of each node's "
+                              "first momentum, as the authors' code (docs/algorithms.md, Average start)"})
+    tracker_init_rounds: int = field(default=0, metadata=bounds(ge=0, le=MAX_START_ROUNDS) | {"help": "tracker_init "
+                                     "= average: gossip averaging rounds before the first descent (the run's first "
+                                     "rounds); 0: the exact average, which only the simulator can compute"})
+
     def __post_init__(self) -> None:
         check_fields(self)
         self._check_compression()
+        self._check_start()
+
+    def _check_start(self) -> None:
+        if self.tracker_init != "zero" and self.algorithm not in TRACKING_NAMES:
+            raise ConfigError(f"applies only to the tracking rules ({', '.join(TRACKING_NAMES)}), not "
+                              f"{self.algorithm!r}", key="tracker_init")
+        if self.tracker_init_rounds and self.tracker_init != "average":
+            raise ConfigError("applies only with tracker_init = 'average'", key="tracker_init_rounds")
 
     def _check_compression(self) -> None:
         """Compression keys only where they act: a key that would change nothing is a mistake worth naming."""
@@ -307,6 +326,22 @@ def load_run_settings(path: str | Path, overrides: dict[str, Any] | None = None)
     # Checked here, not only in resolve_topology, so the message names the file the typo is in.
     _check_topology_name(settings.topology, file=str(path))
     return settings
+
+
+def tracker_start(settings: RunSettings, rounds: int, *, gossip_only: bool = False) -> AverageStart | None:
+    """The run's average start (None: the zero start), checked against its ``rounds``; ``gossip_only`` (daemons,
+    which cannot compute the exact average) refuses ``tracker_init_rounds = 0``."""
+    start = average_start(settings.tracker_init, settings.tracker_init_rounds)
+    if start is None:
+        return None
+    if start.rounds >= rounds:
+        raise ConfigError(f"{start.rounds} averaging rounds leave none of the run's {rounds} rounds to train",
+                          key="tracker_init_rounds")
+    if gossip_only and start.exact:
+        raise ConfigError("tracker_init = 'average' with 0 rounds is the exact network average, which only the "
+                          "simulator can compute; daemons average by gossip: set tracker_init_rounds to K >= 1",
+                          key="tracker_init_rounds")
+    return start
 
 
 def scheduled_step_size(settings: RunSettings, round_: int, rounds: int) -> float:

@@ -34,7 +34,8 @@ NOT_DIGESTED = ("data_dir", "topology", "nodes")
 #: Settings added after summaries carried the digest: digested only when set, so earlier results stay current.
 DIGESTED_WHEN_SET = ("clip_tau", "clip_tau_tracker")
 #: The same for later keys whose default is not None: digested only when not at their default.
-DIGESTED_UNLESS_DEFAULT = ("compression", "compression_ratio", "compression_rank", "consensus_step")
+DIGESTED_UNLESS_DEFAULT = ("compression", "compression_ratio", "compression_rank", "consensus_step", "tracker_init",
+                           "tracker_init_rounds")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)}
 
 

@@ -9,7 +9,9 @@ arithmetic below is elementwise, so the same code works on ``(P,)`` and ``(N, P)
 difference between simulator and daemon can only come from the transport.
 
 State is a plain ``dict[str, Tensor]`` (momentum, tracker, ...) that the rule updates in place; every
-entry starts at zero (docs/design.md §1: zero initialisation keeps the tracking invariant exact).
+entry starts at zero (docs/design.md §1: zero initialisation keeps the tracking invariant exact). The tracking
+rules can instead start from the average of their first momentum (:meth:`MomentumTracking.start_step`, with the
+rounds of peernet.core.tracker_start), as the authors' reference code does.
 
 Every rule is *transactional*: it never writes ``x`` and writes its state only after its gossip returned.
 A daemon's gossip raises when the round is abandoned (told to stop, or the node must catch up); the node
@@ -156,17 +158,40 @@ class MomentumTracking(Algorithm):
     def step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor, hp: HyperParams,
              gossip: Gossip) -> Tensor:
         g = self._decayed(x, grad, hp)
-        u, c = state["u"], state["c"]
+        u = state["u"]
         # The new momentum out of place: the state changes only once the gossip returned.
         u_new = g if self.force_beta_zero else (u * hp.beta).add_(g)
-        d = c - u_new
+        return self._track(x, state, u_new, state["c"] - u_new, hp.lr, gossip)
+
+    def start_step(self, x: Tensor, state: dict[str, Tensor], grad: Tensor | None, hp: HyperParams,
+                   gossip: Gossip, *, descend: bool, exact: bool = False) -> Tensor:
+        """One round of the average start (peernet.core.tracker_start): the momentum is the node's first one —
+        ``grad`` (with weight decay) when given, else the one it holds — and stays; the tracker update runs as in
+        :meth:`step`; ``x`` descends only when ``descend`` (the first descent, along ``u − c``).
+
+        ``exact`` (node-stacked ``(N, P)`` only, the simulator): the tracker starts at ``u − ū`` over the nodes, so
+        that the descent is along the network-average first momentum ``ū`` itself."""
+        u_new = self._decayed(x, grad, hp) if grad is not None else state["u"]
+        if exact:
+            if u_new.dim() != 2:
+                raise AlgorithmError("the exact average start needs every node's momentum (node-stacked tensors)")
+            # d = c − u with c = u − ū is −ū on every node; written so, the first direction is ū to the last bit.
+            d = (-u_new.mean(dim=0, keepdim=True)).expand_as(u_new).contiguous()
+        else:
+            d = state["c"] - u_new
+        return self._track(x, state, u_new, d, hp.lr if descend else 0.0, gossip)
+
+    @staticmethod
+    def _track(x: Tensor, state: dict[str, Tensor], u_new: Tensor, d: Tensor, lr: float, gossip: Gossip) -> Tensor:
+        """Send ``x`` and ``d = c − u_new``; x ← mix(x) − η(u − c); c ← mix(d) + u; u ← u_new."""
         mixed = gossip(x=x, d=d)
         # x ← mix(x) − η(u − c). IEEE subtraction is antisymmetric, so u − c is exactly −d and this is the
-        # same number computed with one pass over memory less.
-        x_new = mixed["x"] + hp.lr * d
+        # same number computed with one pass over memory less. (η = 0 while the average start averages: mix(x).)
+        x_new = mixed["x"] + lr * d if lr else mixed["x"]
         # c ← mix(d) + u; written as in the paper so that mean(u − c) = mean(u) holds exactly.
-        torch.add(mixed["d"], u_new, out=c)
-        u.copy_(u_new)
+        torch.add(mixed["d"], u_new, out=state["c"])
+        if u_new is not state["u"]:
+            state["u"].copy_(u_new)
         return x_new
 
 

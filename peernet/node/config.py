@@ -161,7 +161,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not run.is_file():
         raise ConfigError(f"run settings file {run} does not exist", file=str(path), key="run")
     # Checked here so the error names this file; the run file's own errors name the run file.
-    topology = resolve_topology(load_run_settings(run), key_files=False)
+    settings = load_run_settings(run)
+    if settings.tracker_init == "average" and settings.tracker_init_rounds == 0:
+        raise ConfigError("tracker_init = 'average' with 0 rounds is the exact network average, which only the "
+                          "simulator can compute; daemons average by gossip: set tracker_init_rounds to K >= 1",
+                          file=str(run), key="tracker_init_rounds")
+    topology = resolve_topology(settings, key_files=False)
     if cfg.id not in topology.ids:
         raise ConfigError(f"node {cfg.id} is not in the topology ({topology.name or 'generated'}, "
                           f"ids {list(topology.ids)})", file=str(path), key="id")

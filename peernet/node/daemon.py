@@ -26,8 +26,9 @@ from peernet.config import (
     run_fingerprint,
     scheduled_step_size,
     total_rounds,
+    tracker_start,
 )
-from peernet.core.algorithms import Algorithm, HyperParams, get_algorithm
+from peernet.core.algorithms import Algorithm, HyperParams, MomentumTracking, get_algorithm
 from peernet.core.clipping import clip_radii
 from peernet.core.compressed_gossip import NodeCompressedGossip
 from peernet.core.edge_copies import EdgeCopies
@@ -86,6 +87,7 @@ class NodeDaemon:
         self.device = resolve_device(cfg.device)
         #: A clean checkpoint's last round messages, held again for neighbours that stopped a round behind.
         self.saved_sent: dict[int, dict[int, list[bytes]]] = {}
+        self.saved_momentum = False
         self.monitor: NodeMonitor | None = None  # Prometheus metrics, with metrics_listen
         #: The running session, for observers in the same process (an in-process cluster's tests): read only.
         self.session: Session | None = None
@@ -173,6 +175,7 @@ class NodeDaemon:
         algorithm = get_algorithm(self.settings.algorithm)
         hp = HyperParams(lr=self.settings.step_size, beta=self.settings.beta, weight_decay=self.settings.weight_decay)
         rounds = total_rounds(self.settings, task.rounds_per_epoch)
+        start = tracker_start(self.settings, rounds, gossip_only=True)
         edges = NodeEdges(self.neighbours, tracks=algorithm.tracks, rollback=self.cfg.rollback)
         x, state, start_round, crashed, resuming = self.restore(task, algorithm, edges)
         layout = {name: TensorSpec(name, "float64" if task.dtype == torch.float64 else "float32", (task.dim,))
@@ -195,7 +198,7 @@ class NodeDaemon:
                        transport=transport, faulty=faulty,
                        client=self.wiring.bootstrap(self.cfg, None if keys is None else keys.client()),
                        incarnation=incarnation, previous=previous, exchange=exchange, round=start_round,
-                       endpoints=endpoints, heartbeat=heartbeat,
+                       endpoints=endpoints, heartbeat=heartbeat, start=start, has_momentum=self.saved_momentum,
                        metrics=MetricsWriter(self.state_dir / "metrics.jsonl", append=not self.fresh))
 
     def _edge_copies(self, task: QuadraticTask | ImageTask) -> EdgeCopies | None:
@@ -220,6 +223,8 @@ class NodeDaemon:
         x = ckpt.params.to(self.device, task.dtype)
         state = {k: v.to(self.device, task.dtype) for k, v in ckpt.state.items() if not k.startswith("flow.")}
         crashed = not ckpt.extra.get("clean", False)
+        # Whether the momentum it holds is the node's first one already (the average start takes it only once).
+        self.saved_momentum = bool(ckpt.extra.get("has_momentum", ckpt.round > 0))
         if not crashed:
             edges.load_state_dict(checkpoint_edges(ckpt))
             self.saved_sent = ckpt.sent
@@ -318,13 +323,16 @@ class NodeDaemon:
         # so an abandoned round leaves the round's starting point as it was.
         x_before = s.x
         t0, c0 = time.perf_counter(), time.thread_time()
-        loss, grad = s.task.node_loss_grad(self.index, s.x, s.round)
+        grad = None
+        if s.start is None or s.start.takes_gradient(s.round, s.has_momentum):
+            s.loss, grad = s.task.node_loss_grad(self.index, s.x, s.round)
+        loss = s.loss
         compute, compute_cpu = time.perf_counter() - t0, time.thread_time() - c0
         ex = s.exchange
         before = (ex.wait_seconds, ex.mix_seconds, sum(ex.timeouts.values()), ex.wait_cpu + ex.mix_cpu)
         try:
             hp = replace(s.hp, lr=scheduled_step_size(self.settings, s.round, s.rounds))
-            s.x = s.algorithm.step(s.x, s.state, grad, hp, ex.gossip_for(s.round))
+            s.x = self._rule(s, grad, hp)
         except RoundAbandoned:
             log.info("round %d abandoned on request", s.round)
             return False
@@ -358,6 +366,18 @@ class NodeDaemon:
         s.timing.eval_s += t_ckpt - t_eval
         s.timing.checkpoint_s += time.perf_counter() - t_ckpt
         return True
+
+    def _rule(self, s: Session, grad: torch.Tensor | None, hp: HyperParams) -> torch.Tensor:
+        """The round's rule with its gossip: the training step, or a round of the average tracker start."""
+        gossip = s.exchange.gossip_for(s.round)
+        phase = "train" if s.start is None else s.start.phase(s.round)
+        if phase == "train":
+            assert grad is not None
+            return s.algorithm.step(s.x, s.state, grad, hp, gossip)
+        assert isinstance(s.algorithm, MomentumTracking)  # the settings allow the average start only for tracking
+        x = s.algorithm.start_step(s.x, s.state, grad, hp, gossip, descend=phase == "first")
+        s.has_momentum = True
+        return x
 
     def _catch_up(self, s: Session, ahead: int) -> None:
         """We stalled (SIGSTOP, a long pause) and our neighbours went on without us: they dropped our edges.
@@ -478,6 +498,7 @@ class NodeDaemon:
             x = torch.stack(theirs).mean(dim=0)
             for value in s.state.values():  # the old momentum belongs to the old model: start afresh at the new one
                 value.zero_()
+            s.has_momentum = False
         s.edges.restart(s.tracker)
         # A stalled node loaded no checkpoint: it keeps the model it holds ("own"), and its log must say so.
         kept = "checkpoint" if restarted else "own"
@@ -496,7 +517,8 @@ class NodeDaemon:
         flows = {f"flow.{j}": f for j, f in s.edges.flow.items()}
         save_checkpoint(self.state_dir, Checkpoint(
             node_id=self.cfg.id, run=self.fingerprint, round=s.round, params=s.x, state={**s.state, **flows},
-            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in s.edges.epoch.items()}},
+            extra={"time": time.time(), "clean": clean, "epochs": {str(j): e for j, e in s.edges.epoch.items()},
+                   "has_momentum": s.has_momentum},
             sent=s.exchange.resend_state(s.round) if clean else {}))
 
     def _evaluate(self, s: Session, x_before: torch.Tensor) -> dict[str, Any]:

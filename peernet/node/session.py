@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from peernet.bootstrap.client import BootstrapClient
 from peernet.core.algorithms import Algorithm, HyperParams
 from peernet.core.edges import NodeEdges
+from peernet.core.tracker_start import AverageStart
 from peernet.metrics.jsonl import MetricsWriter
 from peernet.node.exchange import Exchange
 from peernet.node.heartbeat import Heartbeat
@@ -54,6 +56,11 @@ class Session:
     endpoints: dict[int, str] = field(default_factory=dict)
     #: Where the rounds' time went (summary.json: round_ms_mean, overhead_ms, eval_s, checkpoint_s).
     timing: RoundTiming = field(default_factory=RoundTiming)
+    #: The run's average tracker start (None: the zero start), and whether the node holds its first momentum.
+    start: AverageStart | None = None
+    has_momentum: bool = False
+    #: The loss of the last gradient taken (the start's averaging rounds take none and report it again).
+    loss: float = math.nan
 
     @property
     def tracker(self) -> torch.Tensor | None:

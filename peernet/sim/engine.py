@@ -20,12 +20,13 @@ from typing import Literal
 
 import torch
 
-from peernet.core.algorithms import Algorithm, HyperParams
+from peernet.core.algorithms import Algorithm, HyperParams, MomentumTracking
 from peernet.core.churn import EdgeFlows
 from peernet.core.clipping import clipped_mix_rows
 from peernet.core.compressed_gossip import StackedCompressedGossip
 from peernet.core.mixing import SparseMixing
 from peernet.core.topology import Topology
+from peernet.core.tracker_start import AverageStart
 from peernet.errors import SimulationError
 from peernet.sim.blocks import BlockStack
 from peernet.sim.workers import WorkerPool
@@ -81,12 +82,16 @@ class Simulator:
     the daemon's steps on node-stacked tensors. Compressors such as top-k need a node's whole row, so the rule
     then runs on one column block too. The tracker flows stay linear — in the public copies, ``γ W_ij (d̂_j − d̂_i)``
     — so :meth:`crash` rolls them back as with plain mixing.
+
+    ``start`` (tracking rules) starts the tracker from the average of the first momentum
+    (peernet.core.tracker_start): the start's rounds take one gradient, at round 0, and call the rule's
+    ``start_step``. The exact start (K = 0) is not a sum of edge flows, so it keeps none (no :meth:`crash`).
     """
 
     def __init__(self, task: Task, topology: Topology, algorithm: Algorithm, hp: HyperParams,
                  mode: Mode | str = "auto", *, threads: int = 0, track_flows: bool | None = None,
                  mixing: str = "auto", clip: Mapping[str, float] | None = None,
-                 compression: StackedCompressedGossip | None = None) -> None:
+                 compression: StackedCompressedGossip | None = None, start: AverageStart | None = None) -> None:
         if topology.n != task.nodes:
             raise SimulationError(f"topology has {topology.n} nodes but the task was built for {task.nodes}")
         self.task, self.topology, self.algorithm, self.hp = task, topology, algorithm, hp
@@ -97,6 +102,9 @@ class Simulator:
         self.round = 0
         self.clip = dict(clip or {})
         self.compression = compression
+        self.start = start
+        if start is not None and not algorithm.tracks:
+            raise SimulationError(f"the average tracker start applies to tracking rules, not {algorithm.name}")
         if compression is not None and self.clip:
             raise SimulationError("clip_tau and compression cannot be combined: ClippedGossip clips pulls of the "
                                   "values, compressed gossip mixes public copies")
@@ -124,6 +132,11 @@ class Simulator:
             if track_flows:
                 raise SimulationError("tracker flows (crash with rollback) are kept only for plain mixing, "
                                       "not with clip_tau: clipped flows are not linear in the trackers")
+            track = False
+        if track and start is not None and start.exact:
+            if track_flows:
+                raise SimulationError("tracker flows (crash with rollback) need a gossip start: the exact average "
+                                      "start (tracker_init_rounds = 0) is not a sum of edge flows")
             track = False
         self.flows = EdgeFlows(self.mixing, stack()) if track else None
         self._groups = self._plan_groups()
@@ -169,14 +182,18 @@ class Simulator:
         """Run one round on every node; return each node's mini-batch loss ``(N,)``."""
         r = self.round
         batched = self.mode == "vectorized"
-        self.pool.run(lambda nodes: self.task.loss_grad_into(nodes, self._X, r, self.grads, self.losses,
-                                                             batched=batched), self._groups)
-        self.pool.run(self._rule_block, range(self._X.blocks))
+        # The average start takes one gradient, its first momentum, at round 0 (no node rejoins in a simulation).
+        fresh = self.start is None or self.start.takes_gradient(r, has_momentum=r > 0)
+        if fresh:
+            self.pool.run(lambda nodes: self.task.loss_grad_into(nodes, self._X, r, self.grads, self.losses,
+                                                                 batched=batched), self._groups)
+        self.pool.run(lambda k: self._rule_block(k, fresh), range(self._X.blocks))
         self.round += 1
         return self.losses.clone()
 
-    def _rule_block(self, k: int) -> None:
-        """The rule on column block ``k`` of every node; the new parameters are written back in place."""
+    def _rule_block(self, k: int, fresh: bool = True) -> None:
+        """The rule on column block ``k`` of every node (``fresh``: with this round's gradients); the new parameters
+        are written back in place."""
         x = self._X.block(k)
         state = {name: s.block(k) for name, s in self._state.items()}
         flows, flow_name, clip, rows = self.flows, self.algorithm.flow, self.clip, self.mixing.rows
@@ -194,7 +211,13 @@ class Simulator:
             return {name: mix(v) if name not in clip else clipped_mix_rows(rows, v, clip[name])
                     for name, v in tensors.items()}
 
-        x_new = self.algorithm.step(x, state, self.grads.block(k), self.hp, gossip)
+        phase = "train" if self.start is None else self.start.phase(round_)
+        if phase == "train" or self.start is None:
+            x_new = self.algorithm.step(x, state, self.grads.block(k), self.hp, gossip)
+        else:
+            assert isinstance(self.algorithm, MomentumTracking)  # checked at construction: a tracking rule
+            x_new = self.algorithm.start_step(x, state, self.grads.block(k) if fresh else None, self.hp, gossip,
+                                              descend=phase == "first", exact=self.start.exact)
         x.copy_(x_new)
 
     def node_state(self, name: str) -> torch.Tensor:

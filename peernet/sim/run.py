@@ -12,7 +12,14 @@ from typing import Any
 import torch
 
 from peernet.atomic import write_atomic
-from peernet.config import RunSettings, eval_interval, resolve_topology, scheduled_step_size, total_rounds
+from peernet.config import (
+    RunSettings,
+    eval_interval,
+    resolve_topology,
+    scheduled_step_size,
+    total_rounds,
+    tracker_start,
+)
 from peernet.core.algorithms import HyperParams, get_algorithm
 from peernet.core.clipping import clip_radii
 from peernet.core.compressed_gossip import StackedCompressedGossip
@@ -46,10 +53,10 @@ def run_simulation(settings: RunSettings, out_dir: str | Path | None = None, *, 
     hp = HyperParams(lr=settings.step_size, beta=settings.beta, weight_decay=settings.weight_decay)
     # A simulate run never removes nodes, so it keeps no tracker-flow bookkeeping (one (N, P) sum less).
     algorithm = get_algorithm(settings.algorithm)
+    rounds = total_rounds(settings, task.rounds_per_epoch)
     sim = Simulator(task, topology, algorithm, hp, mode=mode, threads=threads, track_flows=False,
                     clip=clip_radii(algorithm, settings.clip_tau, settings.clip_tau_tracker),
-                    compression=compression_of(settings, task))
-    rounds = total_rounds(settings, task.rounds_per_epoch)
+                    compression=compression_of(settings, task), start=tracker_start(settings, rounds))
     out = Path(out_dir) if out_dir is not None else None
     writer = None
     if out is not None:

@@ -15,6 +15,7 @@ from peernet.errors import ConfigError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.rundir import SETTINGS_NAME, settings_digest
 from peernet.study.grid import describe, fmt_value
+from peernet.study.intervals import mean_interval
 from peernet.study.selection_report import reported, selection_section
 from peernet.study.target import target_rows, target_section
 
@@ -237,7 +238,11 @@ def _stats(values: list[Any]) -> dict[str, float] | None:
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+    stats = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+    interval = mean_interval(vals)
+    if interval is not None:
+        stats["ci_low"], stats["ci_high"] = interval
+    return stats
 
 
 def make_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -263,16 +268,26 @@ def _pm(stats: dict[str, float] | None, scale: float) -> str:
     return f"{stats['mean'] * scale:.2f}" + (f" ± {stats['std'] * scale:.2f}" if stats["n"] > 1 else "")
 
 
+def _interval(stats: dict[str, float] | None) -> str:
+    if not stats or "ci_low" not in stats:
+        return "–"
+    return f"{stats['ci_low'] * 100:.2f} – {stats['ci_high'] * 100:.2f}"
+
+
 def markdown_table(rows: list[dict[str, Any]], lr_header: str = "lr") -> str:
     label_keys = [k for k in dict.fromkeys(k for row in rows for k in row["labels"]) if k != "lr"]  # own column
     metrics = [(key, title, scale) for key, title, scale in METRICS if any(row[key] for row in rows)]
-    header = ["algorithm", *label_keys, lr_header, "seeds", *(title for _, title, _ in metrics)]
+    # The headline metric's 95% t interval over the seeds, where there are several.
+    ci = any(row["mean_test_accuracy"] and "ci_low" in row["mean_test_accuracy"] for row in rows)
+    header = ["algorithm", *label_keys, lr_header, "seeds", *(title for _, title, _ in metrics),
+              *(["mean test acc, 95% interval (%)"] if ci else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         seeds = str(row["seeds"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
         cells = [row["algorithm"], *(row["labels"].get(k, "") for k in label_keys),
                  ", ".join(fmt_value(v) for v in row["lr"]) or "–", seeds,
-                 *(_pm(row[key], scale) for key, _, scale in metrics)]
+                 *(_pm(row[key], scale) for key, _, scale in metrics),
+                 *([_interval(row["mean_test_accuracy"])] if ci else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -393,7 +408,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, target: flo
         het = _heterogeneity_plot(runs, meta, dest / "heterogeneity.png", key, "final " + ylabel, quadratic)
         files += [het] if het else []
     title = meta.get("name") or src.name
-    notes = [f"{kind} run directory `{src}`; mean ± sample std over seeds of the final evaluation."]
+    notes = [f"{kind} run directory `{src}`; mean ± sample std over seeds of the final evaluation; the 95% interval "
+             "of the mean is Student's t over the seeds."]
     planned = sum(map(reported, meta.get("cells", [])))
     if planned > len(runs):
         notes.append(f"Only {len(runs)} of {planned} cells are finished: run the sweep again to complete it.")

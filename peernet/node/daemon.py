@@ -323,10 +323,7 @@ class NodeDaemon:
         # so an abandoned round leaves the round's starting point as it was.
         x_before = s.x
         t0, c0 = time.perf_counter(), time.thread_time()
-        grad = None
-        if s.start is None or s.start.takes_gradient(s.round, s.has_momentum):
-            s.loss, grad = s.task.node_loss_grad(self.index, s.x, s.round)
-        loss = s.loss
+        loss, grad, starting = self._gradient(s)
         compute, compute_cpu = time.perf_counter() - t0, time.thread_time() - c0
         ex = s.exchange
         before = (ex.wait_seconds, ex.mix_seconds, sum(ex.timeouts.values()), ex.wait_cpu + ex.mix_cpu)
@@ -347,7 +344,8 @@ class NodeDaemon:
                          "wait_s": ex.wait_seconds - before[0], "mix_s": ex.mix_seconds - before[1],
                          "used": sum(ex.last_round_used.values()),
                          "excluded": sum(ex.timeouts.values()) - before[2],
-                         "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time()})
+                         "bytes_out": stats["bytes_out"], "bytes_in": stats["bytes_in"], "time": time.time(),
+                         **starting})
         if not math.isfinite(loss):
             log.error("loss is %s at round %d: training diverged", loss, s.round)
         s.heartbeat.update(round=s.round, state="training", loss=loss, self_over_bound=ex.self_over_bound,
@@ -366,6 +364,20 @@ class NodeDaemon:
         s.timing.eval_s += t_ckpt - t_eval
         s.timing.checkpoint_s += time.perf_counter() - t_ckpt
         return True
+
+    def _gradient(self, s: Session) -> tuple[float, torch.Tensor | None, dict[str, Any]]:
+        """The round's loss and gradient (None: the average start's rounds that take none) and, during the start, what
+        its round record says about it."""
+        grad = None
+        takes = s.start is None or s.start.takes_gradient(s.round, s.has_momentum)
+        # A node restarted in the middle of the average start holds its first momentum but not its loss: it computes
+        # the loss (and drops the gradient) once, so that its round records never report an unknown loss.
+        if takes or not math.isfinite(s.loss):
+            s.loss, fresh = s.task.node_loss_grad(self.index, s.x, s.round)
+            grad = fresh if takes else None
+        if s.start is None or s.round > s.start.rounds:
+            return s.loss, grad, {}
+        return s.loss, grad, {"start": s.start.phase(s.round), "first_momentum": grad is not None}
 
     def _rule(self, s: Session, grad: torch.Tensor | None, hp: HyperParams) -> torch.Tensor:
         """The round's rule with its gossip: the training step, or a round of the average tracker start."""

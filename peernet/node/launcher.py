@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from peernet.bootstrap.client import ClientCurve
-from peernet.config import RunSettings, resolve_topology
+from peernet.config import RunSettings, resolve_topology, total_rounds, tracker_start
 from peernet.core.topology import Topology
 from peernet.endpoint_file import clear_endpoint, read_endpoint
 from peernet.errors import LaunchError
@@ -33,6 +33,7 @@ from peernet.procs import Reaper, die_with_parent
 from peernet.rundir import SETTINGS_NAME, run_record
 from peernet.security.cluster import BOOTSTRAP_KEY, KEYS_DIR, OPERATOR_KEY, node_key_name
 from peernet.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_keypairs, load_public_key, load_secret_key
+from peernet.tasks import rounds_per_epoch
 from peernet.topology_files import save_topology
 
 
@@ -92,6 +93,8 @@ class LocalCluster:
         out = Path(out)
         # Before creating anything, so a bad topology leaves no trace. Its keys are not read: the run makes its own.
         topology = resolve_topology(settings, key_files=False)
+        if settings.tracker_init == "average":  # the settings daemons cannot run (the exact start, no rounds left)
+            tracker_start(settings, total_rounds(settings, rounds_per_epoch(settings, topology.n)), gossip_only=True)
         out.mkdir(parents=True, exist_ok=True)
         boot: dict[str, Any] = {"listen": "tcp://127.0.0.1:*", "run": "run.toml", "state_dir": "bootstrap"}
         if curve:

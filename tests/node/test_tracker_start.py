@@ -9,8 +9,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
+from peernet.errors import ConfigError
 from peernet.metrics.jsonl import read_jsonl
 from peernet.node.inproc import InProcessCluster
 from peernet.node.results import final_params, merge_run
@@ -86,3 +88,10 @@ def test_nodes_restarted_during_the_start(make_inproc: Callable[..., InProcessCl
         took = [r["round"] for r in records if r.get("first_momentum")]  # a record's round is the one it finished
         assert took == ([1] if way == "checkpoint" else [1, rejoined[i] + 1])
     assert s["tracker_sum_error"] <= 1e-9 and s["distance_to_optimum"] <= 1e-6
+
+
+def test_daemons_refuse_the_exact_start_before_writing_anything(tmp_path: Path) -> None:
+    exact = dataclasses.replace(AVERAGE, tracker_init_rounds=0)
+    with pytest.raises(ConfigError, match="only the simulator can compute") as info:
+        run_protocol(exact, tmp_path / "daemons", progress=False)
+    assert info.value.key == "tracker_init_rounds" and not (tmp_path / "daemons").exists()

@@ -40,10 +40,17 @@ class Run:
     labels: dict[str, str]
     summary: dict[str, Any]
     curve: list[dict[str, float]]  # epoch, value (accuracy or distance to optimum), consensus
+    #: What tells this method apart from another run of its algorithm in the same setting (e.g. tracker_init=average).
+    variant: str = ""
 
     @property
     def algorithm(self) -> str:
         return str(self.settings.get("algorithm") or self.summary.get("algorithm"))
+
+    @property
+    def name(self) -> str:
+        """The method as tables and plots name it: the algorithm, and its variant if it has one."""
+        return f"{self.algorithm} ({self.variant})" if self.variant else self.algorithm
 
     @property
     def failed(self) -> bool:
@@ -119,13 +126,28 @@ def _method_axes(meta: dict[str, Any]) -> set[str]:
     so the axis must not split the setting into one per method. An axis that lists an algorithm twice (say
     at two step sizes) stays a setting, or the two would be averaged as if they were seeds.
     """
-    out = set()
+    return set(_method_variants(meta))
+
+
+def _variant(label: str) -> str:
+    """What a method axis's value sets besides the algorithm (``algorithm=momentum-tracking tracker_init=average``
+    → ``tracker_init=average``)."""
+    return " ".join(part for part in label.split() if not part.startswith("algorithm="))
+
+
+def _method_variants(meta: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Method axes (see _method_axes), each with the variant of every value: empty where the algorithm alone
+    names the method; the rest of the value where it lists an algorithm twice apart from step sizes (two starts of
+    Momentum Tracking are two methods; two step sizes of it stay a setting, reported apart)."""
+    out = {}
     for axis in meta.get("axes", []):
         if "algorithm" not in axis.get("fields", ()):
             continue
         per_value = {c["labels"].get(axis["name"]): c["settings"].get("algorithm") for c in meta.get("cells", [])}
         if len(set(per_value.values())) == len(per_value):
-            out.add(str(axis["name"]))
+            out[str(axis["name"])] = {str(label): "" for label in per_value}
+        elif "lr" not in axis.get("fields", ()):
+            out[str(axis["name"])] = {str(label): _variant(str(label)) for label in per_value}
     return out
 
 
@@ -165,7 +187,8 @@ def _sweep_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
     meta = _json(run_dir / "sweep.json")
     sel = meta.get("selection")
     hidden = {"algorithm", "seed"} | ({sel["tune"]} if sel else set())
-    hidden |= _method_axes(meta)
+    variants = _method_variants(meta)
+    hidden |= set(variants)
     runs = []
     for cell in meta["cells"]:
         cell_dir = run_dir / "cells" / cell["id"]
@@ -174,8 +197,9 @@ def _sweep_runs(run_dir: Path) -> tuple[str, list[Run], dict[str, Any]]:
         summary = _json(cell_dir / "summary.json")
         check_summary(cell_dir, summary, _cell_record(cell["settings"]), "sweep.json")
         metrics = read_jsonl(cell_dir / "metrics.jsonl") if (cell_dir / "metrics.jsonl").exists() else []
+        variant = " ".join(v for axis, of in variants.items() if (v := of.get(cell["labels"].get(axis), "")))
         runs.append(Run(cell["settings"], {k: v for k, v in cell["labels"].items() if k not in hidden},
-                        summary, _curve(metrics)))
+                        summary, _curve(metrics), variant))
     return "sweep", runs, meta
 
 
@@ -249,10 +273,13 @@ def make_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per (algorithm, setting): mean and sample std over seeds of each final metric."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.algorithm, json.dumps(run.labels)), []).append(run)
+        groups.setdefault((run.name, json.dumps(run.labels)), []).append(run)
     rank = {name: i for i, name in enumerate(ALGORITHM_NAMES)}
     rows = []
-    for (algorithm, _), members in sorted(groups.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][0])):
+    def order(item: tuple[tuple[str, str], list[Run]]) -> tuple[int, str]:
+        return rank.get(item[1][0].algorithm, 99), item[0][0]
+
+    for (algorithm, _), members in sorted(groups.items(), key=order):
         lrs = sorted({float(r.summary["lr"]) for r in members if r.summary.get("lr") is not None})
         rows.append({"algorithm": algorithm, "labels": members[0].labels, "lr": lrs, "seeds": len(members),
                      "failed": sum(r.failed for r in members),
@@ -324,8 +351,8 @@ def _color(algorithm: str) -> str:
 
 def _by_algorithm(runs: list[Run]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: _color(r.algorithm)):
-        out.setdefault(run.algorithm, []).append(run)
+    for run in sorted(runs, key=lambda r: (_color(r.algorithm), r.name)):
+        out.setdefault(run.name, []).append(run)
     return out
 
 

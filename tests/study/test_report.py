@@ -108,6 +108,25 @@ def test_an_axis_that_sets_the_algorithm_is_the_method_not_a_setting(tmp_path: P
         ("dsgdm", (0.02,), 1), ("dsgdm", (0.05,), 1), ("momentum-tracking", (0.05,), 1)]
 
 
+def test_one_algorithm_twice_apart_from_its_step_size_is_two_methods(tmp_path: Path) -> None:
+    """Momentum Tracking from both starts: two methods, named apart, in one panel, each with its 95% interval."""
+    study = METHOD_STUDY.replace('method = [{algorithm = "momentum-tracking", lr = 0.05}, {algorithm = "dsgdm", lr = '
+                                 '0.02}]', 'method = [{algorithm = "momentum-tracking"}, {algorithm = '
+                                 '"momentum-tracking", tracker_init = "average"}]\nseed = [0, 1]')
+    (tmp_path / "study.toml").write_text(study)
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(sweep, ["--config", str(tmp_path / "study.toml"), "--out", str(out), "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(report, [str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    assert sorted((r["algorithm"], r["seeds"]) for r in rows) == [
+        ("momentum-tracking", 2), ("momentum-tracking (tracker_init=average)", 2)]
+    assert all(r["labels"] == {} for r in rows)  # one setting, one panel
+    stats = rows[0]["distance_to_optimum"]
+    assert stats["ci_low"] < stats["mean"] < stats["ci_high"]
+
+
 def test_report_on_a_simulate_directory(tmp_path: Path) -> None:
     run = tmp_path / "run"
     settings = RunSettings(dataset="fashion-mnist", model="mlp", nodes=4, rounds=5, eval_samples=200, batch_size=16)

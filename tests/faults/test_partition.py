@@ -21,7 +21,7 @@ from peernet.tasks import make_task
 from tests.clusters import RING8_QUADRATIC
 
 START, END = 300, 330
-QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=1500, eval_every=10)
+QUAD = dataclasses.replace(RING8_QUADRATIC, rounds=1000, eval_every=10)
 # Every node runs the fault-injecting transport with the same partition: rounds [300, 330) cut {0..3} from {4..7}.
 FAULTS: dict[str, Any] = {"partitions": [{"groups": [[0, 1, 2, 3]], "from_round": START, "to_round": END}]}
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -80,18 +81,23 @@ method = [{algorithm = "momentum-tracking", lr = 0.05}, {algorithm = "dsgdm", lr
 """
 
 
-def test_an_axis_that_sets_the_algorithm_is_the_method_not_a_setting(tmp_path: Path) -> None:
-    """Each method at its own step size (the headline run): one row per method, both lines in one panel."""
-    (tmp_path / "study.toml").write_text(METHOD_STUDY)
+def _sweep_and_report(tmp_path: Path, study: str) -> tuple[Path, list[dict[str, Any]]]:
+    """Sweep ``study`` in one process, report it; the sweep directory and the report's rows."""
+    (tmp_path / "study.toml").write_text(study)
     out = tmp_path / "sweep"
     res = CliRunner().invoke(sweep, ["--config", str(tmp_path / "study.toml"), "--out", str(out), "--jobs", "1"])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(report, [str(out), "--json"])
     assert res.exit_code == 0, res.output
+    return out, json.loads(res.output.strip().splitlines()[-1])["rows"]
+
+
+def test_an_axis_that_sets_the_algorithm_is_the_method_not_a_setting(tmp_path: Path) -> None:
+    """Each method at its own step size (the headline run): one row per method, both lines in one panel."""
+    out, rows = _sweep_and_report(tmp_path, METHOD_STUDY)
     header = [c.strip() for c in (out / "report.md").read_text().split("| algorithm |")[1].splitlines()[0]
               .strip("|").split("|")]
     assert header[0] == "lr" and "method" not in header
-    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
     assert {(r["algorithm"], tuple(r["lr"])) for r in rows} == {("momentum-tracking", (0.05,)), ("dsgdm", (0.02,))}
     assert all(r["labels"] == {} for r in rows)  # one setting: both methods are compared in the same panel
 
@@ -113,13 +119,7 @@ def test_one_algorithm_twice_apart_from_its_step_size_is_two_methods(tmp_path: P
     study = METHOD_STUDY.replace('method = [{algorithm = "momentum-tracking", lr = 0.05}, {algorithm = "dsgdm", lr = '
                                  '0.02}]', 'method = [{algorithm = "momentum-tracking"}, {algorithm = '
                                  '"momentum-tracking", tracker_init = "average"}]\nseed = [0, 1]')
-    (tmp_path / "study.toml").write_text(study)
-    out = tmp_path / "sweep"
-    res = CliRunner().invoke(sweep, ["--config", str(tmp_path / "study.toml"), "--out", str(out), "--jobs", "1"])
-    assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(report, [str(out), "--json"])
-    assert res.exit_code == 0, res.output
-    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    _, rows = _sweep_and_report(tmp_path, study)
     assert sorted((r["algorithm"], r["seeds"]) for r in rows) == [
         ("momentum-tracking", 2), ("momentum-tracking (tracker_init=average)", 2)]
     assert all(r["labels"] == {} for r in rows)  # one setting, one panel

@@ -337,11 +337,17 @@ def tracker_start(settings: RunSettings, rounds: int, *, gossip_only: bool = Fal
     if start.rounds >= rounds:
         raise ConfigError(f"{start.rounds} averaging rounds leave none of the run's {rounds} rounds to train",
                           key="tracker_init_rounds")
-    if gossip_only and start.exact:
+    if gossip_only:
+        check_gossip_start(settings)
+    return start
+
+
+def check_gossip_start(settings: RunSettings, file: str | None = None) -> None:
+    """Refuse the exact average start (``tracker_init_rounds = 0``) for daemons, which can only average by gossip."""
+    if settings.tracker_init == "average" and settings.tracker_init_rounds == 0:
         raise ConfigError("tracker_init = 'average' with 0 rounds is the exact network average, which only the "
                           "simulator can compute; daemons average by gossip: set tracker_init_rounds to K >= 1",
-                          key="tracker_init_rounds")
-    return start
+                          file=file, key="tracker_init_rounds")
 
 
 def scheduled_step_size(settings: RunSettings, round_: int, rounds: int) -> float:

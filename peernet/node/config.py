@@ -7,7 +7,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peernet.config import bounds, check_fields, from_mapping, load_run_settings, read_toml, resolve_topology
+from peernet.config import (
+    bounds,
+    check_fields,
+    check_gossip_start,
+    from_mapping,
+    load_run_settings,
+    read_toml,
+    resolve_topology,
+)
 from peernet.core.rounds import RoundPolicy
 from peernet.core.topology_limits import endpoint_problem, public_key_problem
 from peernet.errors import ConfigError
@@ -162,10 +170,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"run settings file {run} does not exist", file=str(path), key="run")
     # Checked here so the error names this file; the run file's own errors name the run file.
     settings = load_run_settings(run)
-    if settings.tracker_init == "average" and settings.tracker_init_rounds == 0:
-        raise ConfigError("tracker_init = 'average' with 0 rounds is the exact network average, which only the "
-                          "simulator can compute; daemons average by gossip: set tracker_init_rounds to K >= 1",
-                          file=str(run), key="tracker_init_rounds")
+    check_gossip_start(settings, str(run))
     topology = resolve_topology(settings, key_files=False)
     if cfg.id not in topology.ids:
         raise ConfigError(f"node {cfg.id} is not in the topology ({topology.name or 'generated'}, "
